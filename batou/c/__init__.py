@@ -1,0 +1,1 @@
+"""Namespace of a deployment's component modules (``batou.c.<directory>``)."""

@@ -1,0 +1,1 @@
+"""batou.lib: the component library (see executor.lib)."""

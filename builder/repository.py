@@ -1,0 +1,115 @@
+"""The deployment repository the builder reads.
+
+The repository root holds ``components/``, ``environments/`` and
+``requirements.txt``. Its snapshot is what git tracks (plus untracked files
+git does not ignore); outside git, every file except build output and
+caches.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from executor.snapshot import SnapshotFile
+
+from .errors import RepositoryError
+
+# Outside git, these never belong to a snapshot.
+_SKIP_DIRS = frozenset({".git", ".hg", "__pycache__", "bundles", ".consign", ".mypy_cache", ".pytest_cache", ".venv"})
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class Repository:
+    root: Path
+
+    @classmethod
+    def open(cls, path: Path) -> Repository:
+        root = path.resolve()
+        if not root.is_dir():
+            raise RepositoryError(
+                f"{path} is not a directory",
+                hint="pass the deployment repository with -C PATH",
+            )
+        if not (root / "environments").is_dir():
+            raise RepositoryError(
+                f"{root} is not a deployment repository: it has no environments/ directory",
+                hint="run bundle inside your deployment repository or pass -C PATH",
+            )
+        return cls(root)
+
+    def _git(self, *args: str) -> str | None:
+        try:
+            completed = subprocess.run(
+                ["git", "-C", str(self.root), *args],
+                capture_output=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            return None
+        if completed.returncode != 0:
+            return None
+        return completed.stdout.decode("utf-8", errors="surrogateescape")
+
+    def is_git(self) -> bool:
+        return self._git("rev-parse", "--is-inside-work-tree") == "true\n"
+
+    def files(self, exclude: Path | None = None) -> list[SnapshotFile]:
+        """The files of the snapshot, sorted by their path in the tree."""
+        names = self._git_files() if self.is_git() else self._walk()
+        excluded = None
+        if exclude is not None:
+            try:
+                excluded = exclude.resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                excluded = None
+        result = []
+        for name in sorted(set(names)):
+            if excluded and (name == excluded or name.startswith(excluded + "/")):
+                continue
+            source = self.root / name
+            # Files deleted from the working tree but still in git's index.
+            if not os.path.lexists(source):
+                continue
+            result.append(SnapshotFile(name, str(source)))
+        return result
+
+    def _git_files(self) -> list[str]:
+        output = self._git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+        if output is None:
+            raise RepositoryError(f"git ls-files failed in {self.root}")
+        return [name for name in output.split("\0") if name]
+
+    def _walk(self) -> list[str]:
+        names = []
+        for current, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+            relative = Path(current).relative_to(self.root)
+            for name in files:
+                if name.endswith(_SKIP_SUFFIXES):
+                    continue
+                names.append((relative / name).as_posix())
+        return names
+
+    def source_time(self) -> int:
+        """Seconds since the epoch that stand for this source's age.
+
+        SOURCE_DATE_EPOCH when set, else the last commit's time, else 0; never
+        the clock, so that equal sources give equal bytes.
+        """
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        if epoch:
+            try:
+                return int(epoch)
+            except ValueError:
+                raise RepositoryError(
+                    f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds"
+                ) from None
+        if self.is_git():
+            output = self._git("log", "-1", "--format=%ct")
+            if output and output.strip().isdigit():
+                return int(output.strip())
+        return 0

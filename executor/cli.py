@@ -1,0 +1,155 @@
+"""``executor``: the command line on a target host (parse, call, render)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from . import __version__
+from .apply import DEFAULT_STATE_DIR, ApplyOptions, ApplyResult, ApplyStatus, apply_bundle, error_to_json
+from .deploy import RootStatus
+from .errors import ConsignError, ExitCode, exit_code_for
+from .run import Level
+
+app = typer.Typer(
+    name="executor",
+    help="Verify and apply consign bundles on this host.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+T = TypeVar("T")
+
+
+def print_error(error: ConsignError) -> None:
+    parts = error.parts()
+    for part in parts:
+        stderr.print(f"[bold red]error:[/] {escape(part.render())}")
+    if parts != [error]:
+        stderr.print(f"[bold red]{escape(error.message)}[/]")
+
+
+def guarded(action: Callable[[], T], *, json_output: bool = False) -> T:
+    """Run `action`; turn errors into messages and exit codes, in one place."""
+    try:
+        return action()
+    except ConsignError as error:
+        if json_output:
+            stdout.print_json(data={"status": "refused", "error": error_to_json(error)})
+        else:
+            print_error(error)
+        raise typer.Exit(exit_code_for(error)) from None
+    except KeyboardInterrupt:
+        stderr.print("[red]interrupted[/]")
+        raise typer.Exit(ExitCode.FAILED) from None
+    except typer.Exit:
+        raise
+    except Exception:  # noqa: BLE001 - the last line of defence
+        stderr.print("[bold red]internal error:[/] this is a bug in consign; please report it:")
+        stderr.print(escape(traceback.format_exc()))
+        raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"consign executor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Verify and apply consign bundles on this host."""
+
+
+def render_result(result: ApplyResult, verbose: bool) -> None:
+    verb = "would change" if result.dry_run else "changed"
+    mode = " (dry run)" if result.dry_run else ""
+    stdout.print(
+        f"[bold]{escape(result.host)}[/] ({escape(result.environment)}){mode}: "
+        f"bundle {result.bundle_digest[:12]}, target {escape(result.target_directory)}"
+    )
+    for root in result.roots:
+        if root.status is RootStatus.SKIPPED:
+            stdout.print(f"  [yellow]skipped[/]  {escape(root.name)}: {escape(root.reason)}")
+        elif root.status is RootStatus.NOT_RUN:
+            stdout.print(f"  [yellow]not run[/]  {escape(root.name)}: {escape(root.reason)}")
+    for crumbs in result.changed:
+        stdout.print(f"  [green]{verb}[/]  {escape(crumbs)}")
+    for diff in result.diffs:
+        if diff.diff is None:
+            stdout.print(f"  [dim]{escape(diff.path)}: {escape(diff.note)}[/]")
+        else:
+            stdout.print(escape(diff.diff.rstrip("\n")), style="dim")
+    for entry in result.log:
+        if entry.level is Level.DEBUG and not verbose:
+            continue
+        stdout.print(f"  [blue]log[/]  {escape(entry.component)}: {escape(entry.message)}")
+    count = len(result.changed)
+    summary = f"{count} component{'s' if count != 1 else ''} {verb} in {result.duration_s:.2f}s"
+    if result.status is ApplyStatus.OK:
+        stdout.print(f"[bold green]ok[/]: {summary}")
+    else:
+        assert result.error is not None
+        print_error(result.error)
+        stdout.print(f"[bold red]failed[/]: {summary} before the failure")
+
+
+@app.command()
+def apply(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file to apply.")],
+    host: Annotated[
+        str | None, typer.Option(help="This host's name (default: the machine's hostname).")
+    ] = None,
+    target_dir: Annotated[
+        Path | None,
+        typer.Option("--target-dir", help="Deploy here instead of the environment's target_directory."),
+    ] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", envvar="CONSIGN_STATE_DIR", help="The executor's state directory."),
+    ] = Path(DEFAULT_STATE_DIR),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only verify: report what would change, change nothing.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Stop the whole run after this many seconds.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show commands run.")] = False,
+) -> None:
+    """Verify a bundle and apply it to this host."""
+    options = ApplyOptions(
+        bundle=str(bundle),
+        host=host,
+        target_directory=str(target_dir) if target_dir is not None else None,
+        state_directory=str(state_dir),
+        dry_run=dry_run,
+        timeout=timeout,
+    )
+    result = guarded(lambda: apply_bundle(options), json_output=json_output)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
+    else:
+        render_result(result, verbose)
+    if result.status is not ApplyStatus.OK:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def main() -> Any:
+    return app()

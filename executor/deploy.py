@@ -1,0 +1,180 @@
+"""Deploying configured roots: children first, verify, update, re-verify.
+
+For each component, depth first: deploy the children (a child's change marks
+its parent changed), then, inside the component's context manager and in its
+workdir, call ``verify()``. When it raises AssertionError (UpdateNeeded is
+one), the component needs an update: before-update handlers of the root are
+told, ``update()`` runs, and ``verify()`` runs again; when it still fails,
+the update did not converge and the run fails. With ``predicting`` (a dry
+run) nothing updates and the component is reported as one that would change.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .component import Component, _accepts_predicting, _working_directory, locate, user_location
+from .configure import ConfiguredRoot
+from .errors import ConsignError, DeployError, NotConvergedError
+from .run import RunContext, running
+
+
+class RootStatus(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOT_RUN = "not-run"
+
+
+@dataclass(frozen=True, slots=True)
+class RootOutcome:
+    name: str
+    status: RootStatus
+    changed: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    roots: tuple[RootOutcome, ...]
+    error: ConsignError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        return tuple(c for root in self.roots for c in root.changed)
+
+
+Handler = tuple[int, Component, Callable[[Component], Any], str]
+
+_HANDLER_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _handler_names(cls: type) -> tuple[tuple[str, str], ...]:
+    known = _HANDLER_NAMES.get(cls)
+    if known is None:
+        found = []
+        for name in dir(cls):
+            member = inspect.getattr_static(cls, name, None)
+            marker = getattr(member, "_consign_event", None)
+            if marker is not None:
+                found.append((name, marker[1]))
+        known = _HANDLER_NAMES[cls] = tuple(found)
+    return known
+
+
+@dataclass
+class _RootRun:
+    run: RunContext
+    order: dict[int, int] = field(default_factory=dict)
+    handlers: list[Handler] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def index(self, component: Component) -> None:
+        for child in component.sub_components:
+            self.index(child)
+        position = len(self.order)
+        self.order[id(component)] = position
+        for name, scope in _handler_names(type(component)):
+            self.handlers.append((position, component, getattr(component, name), scope))
+
+    def before_update(self, component: Component) -> None:
+        position = self.order[id(component)]
+        for handler_position, _owner, method, scope in self.handlers:
+            if scope == "precursor" and handler_position <= position:
+                continue
+            method(component)
+
+
+def _verify(component: Component, predicting: bool) -> None:
+    if _accepts_predicting(component.verify):
+        component.verify(predicting=predicting)  # type: ignore[call-arg]
+    else:
+        component.verify()
+
+
+def _deploy(component: Component, state: _RootRun) -> None:
+    component.changed = False
+    for child in component.sub_components:
+        _deploy(child, state)
+        if child.changed:
+            component.changed = True
+    run = state.run
+    crumbs = component._breadcrumbs
+    run.check_deadline(crumbs)
+    workdir = component.workdir
+    if workdir and not run.predicting and not os.path.isdir(workdir):
+        os.makedirs(workdir, exist_ok=True)
+    try:
+        with _working_directory(workdir), component:
+            try:
+                _verify(component, run.predicting)
+            except AssertionError:
+                component.changed = True
+                state.changed.append(crumbs)
+                if run.predicting:
+                    return
+                state.before_update(component)
+                component.update()
+                if component.converges:
+                    _reverify(component)
+    except ConsignError as exc:
+        raise locate(exc, component, user_location(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+        raise locate(
+            DeployError(f"{type(exc).__name__}: {exc}"), component, user_location(exc)
+        ) from exc
+
+
+def _reverify(component: Component) -> None:
+    component._consign.reverifying = True
+    try:
+        _verify(component, False)
+    except AssertionError as exc:
+        reason = f": {exc}" if str(exc) else ""
+        raise NotConvergedError(
+            f"update() ran but verify() still fails{reason}",
+            hint="make update() reach the state verify() checks; a component that must "
+            "run every time sets 'converges = False'",
+        ) from None
+    finally:
+        component._consign.reverifying = False
+
+
+def deploy_roots(
+    roots: Sequence[ConfiguredRoot],
+    run: RunContext,
+    *,
+    skipped: Sequence[tuple[str, str]] = (),
+) -> DeployOutcome:
+    """Deploy `roots` in order; stop at the first failure."""
+    outcomes: list[RootOutcome] = []
+    error: ConsignError | None = None
+    with running(run):
+        for root in roots:
+            name = root.record.name
+            if error is not None:
+                outcomes.append(RootOutcome(name, RootStatus.NOT_RUN, reason="an earlier root failed"))
+                continue
+            state = _RootRun(run)
+            state.index(root.component)
+            started = time.monotonic()
+            try:
+                _deploy(root.component, state)
+            except ConsignError as exc:
+                error = exc
+            duration = time.monotonic() - started
+            status = RootStatus.OK if error is None else RootStatus.FAILED
+            outcomes.append(RootOutcome(name, status, tuple(state.changed), duration))
+    outcomes.extend(RootOutcome(name, RootStatus.SKIPPED, reason=why) for name, why in skipped)
+    return DeployOutcome(tuple(outcomes), error)

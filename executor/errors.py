@@ -1,0 +1,188 @@
+"""Errors of the executor and of the component API.
+
+Every error a user can cause derives from :class:`ConsignError` and carries
+what went wrong, where (host, component breadcrumb, file:line), and what to
+do next. Anything else that escapes is a bug in consign and is reported as
+such by the command line.
+
+    ConsignError                   bad input or a failed operation; user-facing
+    ├── ConfigurationError         configure found a problem in the deployment
+    │   ├── ComponentLoadError     a component file failed to load
+    │   ├── UnknownKeywordError    constructor keywords that are no attributes
+    │   ├── MissingNamevarError    a component needs its first positional argument
+    │   ├── AttributeValueError    an attribute has no value, or conversion failed
+    │   ├── OverrideError          an override names no attribute of the root
+    │   ├── TemplateError          a template failed to render
+    │   └── ModeError              a file mode that is not octal or rwx notation
+    ├── DeployError                applying a component failed
+    │   ├── CommandError           a command exited non-zero or timed out
+    │   ├── NotConvergedError      update() ran but verify() still fails
+    │   └── RunTimeoutError        the whole run exceeded its time limit
+    └── RefusedError               input the executor will not accept
+        ├── BundleError            not a bundle, truncated, or damaged
+        └── WrongTargetError       a bundle for another host or environment
+
+Both command lines map these to exit codes in one place (:class:`ExitCode`).
+
+(:class:`UpdateNeeded` is no error: it is the signal verify() raises.)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+class ConsignError(Exception):
+    """A problem the user can fix: what, where, and what to do next."""
+
+    code = "consign-error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        hint: str | None = None,
+        hosts: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+        self.hosts: tuple[str, ...] = tuple(hosts)
+
+    def for_host(self, host: str) -> ConsignError:
+        """Return this error tagged with the host it occurred on."""
+        self.hosts = tuple(sorted({*self.hosts, host}))
+        return self
+
+    def merge_key(self) -> tuple[str, str, str, str]:
+        """Identical errors on several hosts share this key."""
+        return (self.code, self.where or "", self.message, self.hint or "")
+
+    def parts(self) -> list[ConsignError]:
+        """The single errors this one stands for (several, for a collection)."""
+        return [self]
+
+    def render(self) -> str:
+        lines = []
+        head = f"{self.where}: {self.message}" if self.where else self.message
+        lines.append(head)
+        if self.hosts:
+            lines.append(f"  on {', '.join(self.hosts)}")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class ConfigurationError(ConsignError):
+    code = "configuration-error"
+
+
+class ComponentLoadError(ConfigurationError):
+    code = "component-load-error"
+
+
+class UnknownKeywordError(ConfigurationError):
+    code = "unknown-keyword"
+
+
+class MissingNamevarError(ConfigurationError):
+    code = "missing-namevar"
+
+
+class AttributeValueError(ConfigurationError):
+    code = "attribute-value"
+
+
+class OverrideError(ConfigurationError):
+    code = "unknown-override"
+
+
+class TemplateError(ConfigurationError):
+    code = "template-error"
+
+
+class ModeError(ConfigurationError):
+    code = "bad-mode"
+
+
+class DeployError(ConsignError):
+    code = "deploy-error"
+
+
+class CommandError(DeployError):
+    code = "command-failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str,
+        returncode: int | None,
+        stdout: str,
+        stderr: str,
+        where: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class NotConvergedError(DeployError):
+    code = "not-converged"
+
+
+class RunTimeoutError(DeployError):
+    code = "run-timeout"
+
+
+class RefusedError(ConsignError):
+    code = "refused"
+
+
+class BundleError(RefusedError):
+    code = "bad-bundle"
+
+
+class WrongTargetError(RefusedError):
+    code = "wrong-target"
+
+
+def merge_errors(errors: Sequence[ConsignError]) -> list[ConsignError]:
+    """Merge identical errors from several hosts into one; sort the result.
+
+    The builder reports every problem of a build at once; an error in a
+    component used on thirty hosts should read once, "on web1, web2, ...".
+    """
+    merged: dict[tuple[str, str, str, str], ConsignError] = {}
+    for error in errors:
+        key = error.merge_key()
+        if key in merged:
+            merged[key].hosts = tuple(sorted({*merged[key].hosts, *error.hosts}))
+        else:
+            merged[key] = error
+    return sorted(merged.values(), key=lambda e: (e.where or "", e.message, e.hosts))
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of both command lines (documented in the README)."""
+
+    OK = 0
+    FAILED = 1  # the run or the build failed
+    USAGE = 2  # the command line is wrong
+    REFUSED = 3  # input refused: not a bundle, damaged, for another host
+    INTERNAL = 4  # a bug in consign
+
+
+def exit_code_for(error: ConsignError) -> ExitCode:
+    if isinstance(error, RefusedError):
+        return ExitCode.REFUSED
+    return ExitCode.FAILED

@@ -1,0 +1,1 @@
+"""consign\x27s component library."""

@@ -1,0 +1,218 @@
+"""The host model: everything the builder decided for one host, as frozen data.
+
+The builder writes one :class:`HostModel` per host into its bundle; the
+executor reads it back and configures that host's roots from it. The codec
+is canonical msgpack (see :mod:`executor.canonical`); decoding validates
+every field and names the path of the first bad one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import canonical
+from .decode import DecodeError, Fields, str_item
+
+MODEL_VERSION = 1
+
+FamilyRequirement = bool | Literal["optional"]
+
+
+class VfsMode(enum.Enum):
+    NONE = "none"
+    DEVELOPER = "developer"
+    MAP = "map"
+
+
+@dataclass(frozen=True, slots=True)
+class VfsRules:
+    """How absolute paths are rewritten while developing.
+
+    DEVELOPER puts every absolute path outside the target directory under
+    ``<target>/work/_``; MAP rewrites by the longest matching prefix.
+    """
+
+    mode: VfsMode = VfsMode.NONE
+    rules: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRecord:
+    name: str
+    target_directory: str
+    service_user: str | None = None
+    host_domain: str | None = None
+    platform: str | None = None
+    timeout: int | None = None
+    jobs: int = 1
+    require_v4: FamilyRequirement = True
+    require_v6: FamilyRequirement = False
+    vfs: VfsRules = field(default_factory=VfsRules)
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    name: str
+    fqdn: str
+    platform: str | None = None
+    data: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RootRecord:
+    """One root component of the host, as the builder configured it."""
+
+    name: str
+    features: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, str], ...] = ()
+    # Breadcrumbs of the configured tree, depth first, to notice when
+    # configure on the host builds something else than the builder did.
+    tree: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRoot:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostModel:
+    environment: EnvironmentRecord
+    host: HostRecord
+    roots: tuple[RootRecord, ...] = ()
+    skipped: tuple[SkippedRoot, ...] = ()
+
+
+def _pairs(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(pairs)
+
+
+def _family_to_data(value: FamilyRequirement) -> bool | str:
+    return value
+
+
+def _family_from(fields: Fields, key: str) -> FamilyRequirement:
+    value = fields.raw(key)
+    if value is True or value is False or value == "optional":
+        return value  # type: ignore[no-any-return]
+    raise DecodeError(fields.path(key), f"expected true, false or 'optional', got {value!r}")
+
+
+def model_to_data(model: HostModel) -> dict[str, Any]:
+    env = model.environment
+    return {
+        "version": MODEL_VERSION,
+        "environment": {
+            "name": env.name,
+            "target_directory": env.target_directory,
+            "service_user": env.service_user,
+            "host_domain": env.host_domain,
+            "platform": env.platform,
+            "timeout": env.timeout,
+            "jobs": env.jobs,
+            "require_v4": _family_to_data(env.require_v4),
+            "require_v6": _family_to_data(env.require_v6),
+            "vfs": {
+                "mode": env.vfs.mode.value,
+                "rules": [[prefix, target] for prefix, target in env.vfs.rules],
+            },
+        },
+        "host": {
+            "name": model.host.name,
+            "fqdn": model.host.fqdn,
+            "platform": model.host.platform,
+            "data": _pairs(model.host.data),
+        },
+        "roots": [
+            {
+                "name": root.name,
+                "features": list(root.features),
+                "overrides": _pairs(root.overrides),
+                "tree": list(root.tree),
+            }
+            for root in model.roots
+        ],
+        "skipped": [{"name": s.name, "reason": s.reason} for s in model.skipped],
+    }
+
+
+def _rule(value: object, path: str) -> tuple[str, str]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise DecodeError(path, "expected a [prefix, target] pair")
+    return (str_item(value[0], f"{path}[0]"), str_item(value[1], f"{path}[1]"))
+
+
+def _root(value: object, path: str) -> RootRecord:
+    f = Fields(value, path)
+    root = RootRecord(
+        name=f.string("name"),
+        features=f.array("features", str_item),
+        overrides=f.string_map("overrides"),
+        tree=f.array("tree", str_item),
+    )
+    f.done()
+    return root
+
+
+def _skipped(value: object, path: str) -> SkippedRoot:
+    f = Fields(value, path)
+    skipped = SkippedRoot(name=f.string("name"), reason=f.string("reason"))
+    f.done()
+    return skipped
+
+
+def model_from_data(data: object, path: str = "model") -> HostModel:
+    top = Fields(data, path)
+    version = top.integer("version")
+    if version != MODEL_VERSION:
+        raise DecodeError(top.path("version"), f"expected {MODEL_VERSION}, got {version}")
+    e = top.mapping("environment")
+    vfs_fields = e.mapping("vfs")
+    mode_text = vfs_fields.string("mode")
+    try:
+        mode = VfsMode(mode_text)
+    except ValueError:
+        raise DecodeError(vfs_fields.path("mode"), f"unknown mode {mode_text!r}") from None
+    vfs = VfsRules(mode=mode, rules=vfs_fields.array("rules", _rule))
+    vfs_fields.done()
+    env = EnvironmentRecord(
+        name=e.string("name"),
+        target_directory=e.string("target_directory"),
+        service_user=e.optional_string("service_user"),
+        host_domain=e.optional_string("host_domain"),
+        platform=e.optional_string("platform"),
+        timeout=e.optional_integer("timeout", minimum=1),
+        jobs=e.integer("jobs", minimum=1),
+        require_v4=_family_from(e, "require_v4"),
+        require_v6=_family_from(e, "require_v6"),
+        vfs=vfs,
+    )
+    e.done()
+    h = top.mapping("host")
+    host = HostRecord(
+        name=h.string("name"),
+        fqdn=h.string("fqdn"),
+        platform=h.optional_string("platform"),
+        data=h.string_map("data"),
+    )
+    h.done()
+    model = HostModel(
+        environment=env,
+        host=host,
+        roots=top.array("roots", _root),
+        skipped=top.array("skipped", _skipped),
+    )
+    top.done()
+    return model
+
+
+def encode_model(model: HostModel) -> bytes:
+    return canonical.pack(model_to_data(model))
+
+
+def decode_model(data: bytes) -> HostModel:
+    """Decode and validate a model; raises DecodeError or CanonicalError."""
+    return model_from_data(canonical.unpack(data))

@@ -1,0 +1,93 @@
+"""The state of one run, reachable from any component while it runs.
+
+A run is one configure or one deploy of a host. Components reach it through
+:func:`current` to log, to report diffs, to learn whether they only predict,
+and to bound commands by the time left. Domain code never prints: what a
+run has to say is collected here and rendered by the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from .errors import RunTimeoutError
+
+
+class Level(enum.Enum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    component: str
+    message: str
+    level: Level = Level.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class FileDiff:
+    """A content change of a managed file; `diff` is None when withheld."""
+
+    component: str
+    path: str
+    diff: str | None
+    note: str = ""
+
+
+@dataclass
+class RunContext:
+    predicting: bool = False
+    # time.monotonic() value after which the run must stop.
+    deadline: float | None = None
+    # The environment's per-command limit in seconds.
+    command_timeout: float | None = None
+    log: list[LogEntry] = field(default_factory=list)
+    diffs: list[FileDiff] = field(default_factory=list)
+
+    def emit(self, component: str, message: str, level: Level = Level.INFO) -> None:
+        self.log.append(LogEntry(component, message, level))
+
+    def time_left(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def check_deadline(self, where: str) -> None:
+        left = self.time_left()
+        if left is not None and left <= 0:
+            raise RunTimeoutError(
+                "the run exceeded its time limit",
+                where=where,
+                hint="raise --timeout, or look at what took long in the run's log",
+            )
+
+    def command_limit(self) -> float | None:
+        """Seconds a command may take: the per-command limit, capped by the run's."""
+        limits = [t for t in (self.command_timeout, self.time_left()) if t is not None]
+        if not limits:
+            return None
+        return max(min(limits), 0.001)
+
+
+_current: ContextVar[RunContext | None] = ContextVar("consign_run", default=None)
+
+
+def current() -> RunContext:
+    # Outside any run (a component used from a test, say) logs go nowhere.
+    return _current.get() or RunContext()
+
+
+@contextlib.contextmanager
+def running(context: RunContext) -> Iterator[RunContext]:
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

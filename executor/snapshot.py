@@ -1,0 +1,151 @@
+"""The repository snapshot: a deterministic tar, and its safe extraction.
+
+Writing: members sorted by path, mtime fixed by the caller, uid/gid 0 with
+empty names, modes normalised to 0644 / 0755 (directories 0755), symlinks
+kept as links, no pax timestamps. Same files, same bytes.
+
+Extraction refuses, before writing anything, members that would leave the
+tree or are not plain files, directories or links inside the tree:
+absolute paths, ``..``, links pointing outside, hard links, device files,
+fifos, and duplicate names.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import BundleError
+from .fs import fsync_directory
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    """One file of the snapshot: its path in the tree and where to read it."""
+
+    name: str
+    source: str
+
+
+def _info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _directories(names: Iterable[str]) -> list[str]:
+    dirs: set[str] = set()
+    for name in names:
+        parent = posixpath.dirname(name)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    return sorted(dirs)
+
+
+def write_tar(files: Sequence[SnapshotFile], mtime: int) -> bytes:
+    """A deterministic tar of `files` (paths relative, '/'-separated)."""
+    buffer = io.BytesIO()
+    entries = sorted(files, key=lambda f: f.name)
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        wanted = {f.name for f in entries}
+        members: list[tuple[str, SnapshotFile | None]] = [
+            (d, None) for d in _directories(wanted) if d not in wanted
+        ]
+        members.extend((f.name, f) for f in entries)
+        for name, entry in sorted(members, key=lambda m: m[0]):
+            if entry is None:
+                tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, mtime))
+                continue
+            st = os.lstat(entry.source)
+            if stat.S_ISLNK(st.st_mode):
+                info = _info(name, tarfile.SYMTYPE, 0o777, mtime)
+                info.linkname = os.readlink(entry.source)
+                tar.addfile(info)
+            elif stat.S_ISREG(st.st_mode):
+                mode = 0o755 if st.st_mode & 0o111 else 0o644
+                with open(entry.source, "rb") as f:
+                    data = f.read()
+                info = _info(name, tarfile.REGTYPE, mode, mtime)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            # Anything else (sockets, fifos) has no place in a repository.
+    return buffer.getvalue()
+
+
+def _check_name(name: str) -> str:
+    if not name or name.startswith("/") or "\\" in name or "\0" in name:
+        raise BundleError(f"snapshot member {name!r} has an absolute or invalid path")
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../") or "/../" in f"/{name}/":
+        raise BundleError(f"snapshot member {name!r} leaves the tree")
+    return normal
+
+
+def check_members(members: Sequence[tarfile.TarInfo]) -> None:
+    """Refuse a snapshot that could write outside its tree or hold odd files."""
+    seen: set[str] = set()
+    for member in members:
+        name = _check_name(member.name)
+        if name in seen:
+            raise BundleError(f"snapshot member {name!r} appears twice")
+        seen.add(name)
+        if member.islnk():
+            raise BundleError(f"snapshot member {name!r} is a hard link")
+        if member.issym():
+            target = member.linkname
+            if target.startswith("/"):
+                raise BundleError(f"snapshot member {name!r} links to an absolute path {target!r}")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise BundleError(f"snapshot member {name!r} links outside the tree ({target!r})")
+        elif not (member.isreg() or member.isdir()):
+            raise BundleError(f"snapshot member {name!r} is a device, fifo or other special file")
+    # A member below a symlink would be written through the link.
+    links = {posixpath.normpath(m.name) for m in members if m.issym()}
+    for name in seen:
+        parent = posixpath.dirname(name)
+        while parent:
+            if parent in links:
+                raise BundleError(f"snapshot member {name!r} lies below the symlink {parent!r}")
+            parent = posixpath.dirname(parent)
+
+
+def extract_tar(data: bytes, destination: str) -> None:
+    """Extract a snapshot into the new, empty directory `destination`."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members = tar.getmembers()
+            check_members(members)
+            os.makedirs(destination)
+            for member in sorted(members, key=lambda m: posixpath.normpath(m.name)):
+                name = posixpath.normpath(member.name)
+                target = os.path.join(destination, name)
+                if member.isdir():
+                    os.makedirs(target, mode=0o755, exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                if member.issym():
+                    os.symlink(member.linkname, target)
+                    continue
+                source = tar.extractfile(member)
+                assert source is not None  # a regular member always has data
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                mode = 0o755 if member.mode & 0o111 else 0o644
+                fd = os.open(target, flags, mode)
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := source.read(1 << 20):
+                        out.write(chunk)
+                    os.fsync(out.fileno())
+    except tarfile.TarError as exc:
+        raise BundleError(f"the repository snapshot is not a valid tar: {exc}") from None
+    fsync_directory(destination)

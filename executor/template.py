@@ -1,0 +1,70 @@
+"""Jinja2 as batou users know it: ``@@`` line statements, strict names.
+
+Unknown names are errors, the trailing newline of a template is kept, and
+an error names the template file and line.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+
+from .errors import TemplateError
+
+_ENV = jinja2.Environment(
+    line_statement_prefix="@@",
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+
+
+@lru_cache(maxsize=4096)
+def _compile(text: str, name: str) -> jinja2.Template:
+    # Compiling dominates rendering; one deployment renders the same few
+    # templates for many hosts.
+    code = _ENV.compile(text, name=name, filename=name)
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == name:
+            line = frame.lineno
+    return line
+
+
+def render(text: str, context: Mapping[str, Any], *, name: str = "<string>") -> str:
+    """Render `text` as a template; `name` is the file shown in errors."""
+    try:
+        template = _compile(text, name)
+        return template.render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{name}:{exc.lineno}" if exc.lineno else name
+        raise TemplateError(
+            f"template syntax error: {exc.message}",
+            where=where,
+            hint="fix the template; '@@' starts a line statement, '{{ }}' an expression",
+        ) from None
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc, name)
+        where = f"{name}:{line}" if line else name
+        raise TemplateError(
+            f"template uses an undefined name: {exc.message}",
+            where=where,
+            hint="the context has 'component', 'host', 'environment' and the template_args",
+        ) from None
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user expressions can raise anything
+        line = _template_line(exc, name)
+        where = f"{name}:{line}" if line else name
+        raise TemplateError(
+            f"template raised {type(exc).__name__}: {exc}",
+            where=where,
+        ) from exc
