@@ -18,7 +18,9 @@ from executor.snapshot import SnapshotFile
 from .errors import RepositoryError
 
 # Outside git, these never belong to a snapshot.
-_SKIP_DIRS = frozenset({".git", ".hg", "__pycache__", "bundles", ".consign", ".mypy_cache", ".pytest_cache", ".venv"})
+_SKIP_DIRS = frozenset(
+    {".git", ".hg", "__pycache__", "bundles", ".consign", ".mypy_cache", ".pytest_cache", ".venv"}
+)
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
@@ -67,6 +69,7 @@ class Repository:
             except ValueError:
                 excluded = None
         result = []
+        escaping = []
         for name in sorted(set(names)):
             if excluded and (name == excluded or name.startswith(excluded + "/")):
                 continue
@@ -74,8 +77,23 @@ class Repository:
             # Files deleted from the working tree but still in git's index.
             if not os.path.lexists(source):
                 continue
+            if source.is_symlink() and not self._inside(source):
+                escaping.append(f"{name} -> {os.readlink(source)}")
             result.append(SnapshotFile(name, str(source)))
+        if escaping:
+            raise RepositoryError(
+                "symlinks point outside the repository, and hosts refuse such snapshots: "
+                + ", ".join(escaping),
+                hint="replace them by relative links inside the repository, or by the files",
+            )
         return result
+
+    def _inside(self, link: Path) -> bool:
+        target = os.readlink(link)
+        if target.startswith("/"):
+            return False
+        resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+        return resolved == str(self.root) or resolved.startswith(str(self.root) + os.sep)
 
     def _git_files(self) -> list[str]:
         output = self._git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
@@ -88,7 +106,11 @@ class Repository:
         for current, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
             relative = Path(current).relative_to(self.root)
-            for name in files:
+            # os.walk lists links to directories with the directories and
+            # does not follow them: the snapshot keeps them as links.
+            linked = [d for d in dirs if os.path.islink(os.path.join(current, d))]
+            dirs[:] = [d for d in dirs if d not in linked]
+            for name in [*files, *linked]:
                 if name.endswith(_SKIP_SUFFIXES):
                     continue
                 names.append((relative / name).as_posix())

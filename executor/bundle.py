@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from . import __version__, canonical
-from .decode import DecodeError, Fields
+from .decode import DecodeError, Fields, shown
 from .errors import BundleError
 
 MAGIC = b"\x89CSB\r\n\x1a\n"
@@ -94,9 +94,11 @@ def _blob_entry(value: object, path: str) -> BlobEntry:
     )
     f.done()
     if entry.size > MAX_BLOB_BYTES:
-        raise DecodeError(f"{path}.size", f"{entry.size} exceeds the limit of {MAX_BLOB_BYTES}")
+        raise DecodeError(f"{path}.size", f"expected at most {MAX_BLOB_BYTES}, got {entry.size}")
     if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
-        raise DecodeError(f"{path}.sha256", "expected 64 lowercase hex digits")
+        raise DecodeError(
+            f"{path}.sha256", f"expected 64 lowercase hex digits, got {shown(entry.sha256)}"
+        )
     return entry
 
 
@@ -114,10 +116,17 @@ def manifest_from_data(data: object) -> Manifest:
     )
     f.done()
     if len(blobs) > MAX_BLOBS:
-        raise DecodeError("manifest.blobs", f"{len(blobs)} blobs exceed the limit of {MAX_BLOBS}")
-    names = [b.name for b in blobs]
-    if len(set(names)) != len(names):
-        raise DecodeError("manifest.blobs", "a blob name appears twice")
+        raise DecodeError(
+            "manifest.blobs", f"expected at most {MAX_BLOBS} blobs, got {len(blobs)}"
+        )
+    first: dict[str, int] = {}
+    for index, blob in enumerate(blobs):
+        if blob.name in first:
+            raise DecodeError(
+                f"manifest.blobs[{index}].name",
+                f"blob name {shown(blob.name)} appears twice (first at blobs[{first[blob.name]}])",
+            )
+        first[blob.name] = index
     return manifest
 
 
@@ -132,10 +141,17 @@ def decompress(data: bytes, *, max_size: int) -> bytes:
     decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
     try:
         declared = zstandard.frame_content_size(data)
-        # decompress() allocates what the frame declares: check it first.
+        # decompress() allocates what the frame declares (or max_size when it
+        # declares nothing): check it first. compress() always declares it.
+        if declared < 0:
+            raise BundleError(
+                "a blob's zstd frame does not declare its size",
+                hint="bundles are made by 'bundle build', which always declares it",
+            )
         if declared > max_size:
             raise BundleError(f"a blob declares {declared} bytes, more than {max_size}")
-        result = decompressor.decompress(data, max_output_size=max_size)
+        # One frame, nothing after it: the same bytes must mean the same data.
+        result = decompressor.decompress(data, max_output_size=max_size, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise BundleError(f"a blob does not decompress: {exc}") from None
     if len(result) > max_size:
@@ -153,6 +169,12 @@ def bundle_parts(
     *, environment: str, host: str, blobs: Sequence[tuple[str, bytes]]
 ) -> list[bytes]:
     """The bundle's bytes in pieces, so a writer need not join large blobs."""
+    names = [name for name, _data in blobs]
+    # A bundle the reader would refuse is a bug in the caller, not bad input.
+    if len(set(names)) != len(names):
+        raise ValueError(f"blob names must be unique, got {names}")
+    if len(blobs) > MAX_BLOBS:
+        raise ValueError(f"at most {MAX_BLOBS} blobs fit a bundle, got {len(blobs)}")
     manifest = Manifest(
         environment=environment,
         host=host,
@@ -171,10 +193,13 @@ def bundle_parts(
     return parts
 
 
-def _read_exact(f: BinaryIO, size: int, what: str) -> bytes:
+def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
     data = f.read(size)
     if len(data) != size:
-        raise BundleError(f"the bundle is truncated: {what} is incomplete")
+        raise BundleError(
+            f"{path} is truncated: {what} is incomplete ({len(data)} of {size} bytes)",
+            hint="copy the bundle again",
+        )
     return data
 
 
@@ -187,13 +212,21 @@ def read_bundle(path: str) -> Bundle:
     with f:
         total = os.fstat(f.fileno()).st_size
         head = f.read(_HEADER.size)
-        if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
+        if not head:
+            raise BundleError(f"{path} is empty", hint="copy the bundle again")
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
+            raise BundleError(
+                f"{path} is truncated: the header is incomplete", hint="copy the bundle again"
+            )
+        if head[: len(MAGIC)] != MAGIC:
             raise BundleError(
                 f"{path} is not a consign bundle (wrong magic bytes)",
                 hint="bundles are made by 'bundle build'; was the file copied in text mode?",
             )
         if len(head) < _HEADER.size:
-            raise BundleError(f"{path} is truncated: the header is incomplete")
+            raise BundleError(
+                f"{path} is truncated: the header is incomplete", hint="copy the bundle again"
+            )
         _magic, version, manifest_length = _HEADER.unpack(head)
         if version != FORMAT_VERSION:
             raise BundleError(
@@ -201,16 +234,27 @@ def read_bundle(path: str) -> Bundle:
                 hint="build the bundle with a consign of the same format version",
             )
         if manifest_length > MAX_MANIFEST_BYTES:
-            raise BundleError(f"{path}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        manifest_bytes = _read_exact(f, manifest_length, "the manifest")
-        (signature_length,) = _LENGTH.unpack(_read_exact(f, _LENGTH.size, "the signature length"))
+            raise BundleError(
+                f"{path}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes "
+                f"(the header says {manifest_length})"
+            )
+        manifest_bytes = _read_exact(f, manifest_length, path, "the manifest")
+        (signature_length,) = _LENGTH.unpack(
+            _read_exact(f, _LENGTH.size, path, "the signature length")
+        )
         if signature_length > MAX_SIGNATURE_BYTES:
-            raise BundleError(f"{path}: the signature block exceeds {MAX_SIGNATURE_BYTES} bytes")
-        _read_exact(f, signature_length, "the signature block")
+            raise BundleError(
+                f"{path}: the signature block exceeds {MAX_SIGNATURE_BYTES} bytes "
+                f"(the header says {signature_length})"
+            )
+        _read_exact(f, signature_length, path, "the signature block")
         try:
             manifest = manifest_from_data(canonical.unpack(manifest_bytes))
         except (canonical.CanonicalError, DecodeError) as exc:
-            raise BundleError(f"{path}: the manifest is invalid: {exc}") from None
+            raise BundleError(
+                f"{path}: the manifest is invalid: {exc}",
+                hint="bundles are made by 'bundle build'; rebuild it or copy it again",
+            ) from None
         expected = f.tell() + sum(b.size for b in manifest.blobs)
         if total < expected:
             raise BundleError(
@@ -218,11 +262,19 @@ def read_bundle(path: str) -> Bundle:
                 hint="copy the bundle again",
             )
         if total > expected:
-            raise BundleError(f"{path} has {total - expected} bytes of trailing data")
+            raise BundleError(
+                f"{path} has {total - expected} bytes of trailing data",
+                hint="the file was changed after it was built; copy the bundle again",
+            )
         blobs: dict[str, bytes] = {}
         for entry in manifest.blobs:
-            data = _read_exact(f, entry.size, f"blob {entry.name!r}")
-            if hashlib.sha256(data).hexdigest() != entry.sha256:
-                raise BundleError(f"{path}: blob {entry.name!r} does not match its sha256")
+            data = _read_exact(f, entry.size, path, f"blob {entry.name!r}")
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != entry.sha256:
+                raise BundleError(
+                    f"{path}: blob {entry.name!r} does not match its sha256: "
+                    f"the manifest says {entry.sha256}, the blob has {actual}",
+                    hint="the bundle is damaged; copy it again",
+                )
             blobs[entry.name] = data
     return Bundle(manifest, manifest_bytes, blobs)

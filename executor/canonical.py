@@ -18,6 +18,9 @@ Value = None | bool | int | str | bytes | Sequence["Value"] | Mapping[str, "Valu
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 64
+# The integers msgpack can represent: int64 and uint64.
+MIN_INT = -(1 << 63)
+MAX_INT = (1 << 64) - 1
 
 
 class CanonicalError(ValueError):
@@ -27,7 +30,20 @@ class CanonicalError(ValueError):
 def _normalise(value: Any, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, (bool, int, str, bytes)):
+    if value is None or isinstance(value, (bool, bytes)):
+        return value
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise CanonicalError(
+                f"integer {value} is outside msgpack's range [{MIN_INT}, {MAX_INT}]"
+            )
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates have no UTF-8 encoding: msgpack would fail later.
+            raise CanonicalError(f"string {value!r} is not valid Unicode") from None
         return value
     if isinstance(value, float):
         raise CanonicalError(f"floats are not canonical: {value!r}")
@@ -84,12 +100,18 @@ def unpack(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise CanonicalError("truncated msgpack data") from None
     except CanonicalError:
         raise
+    except msgpack.StackError:
+        # msgpack's own nesting limit (1024) is far above ours.
+        raise CanonicalError(f"nesting deeper than {MAX_DEPTH}") from None
+    except msgpack.FormatError:
+        raise CanonicalError(
+            f"malformed msgpack: reserved type byte at offset {unpacker.tell()}"
+        ) from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise CanonicalError(f"malformed msgpack: {exc}") from None
+        raise CanonicalError(f"malformed msgpack: {exc or type(exc).__name__}") from None
     if unpacker.tell() != len(data):
         raise CanonicalError(f"{len(data) - unpacker.tell()} bytes of trailing data")
-    if _depth(value) > MAX_DEPTH:
-        raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
+    _check_tree(value)
     try:
         again = pack(value)
     except CanonicalError as exc:
@@ -99,17 +121,17 @@ def unpack(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     return value
 
 
-def _depth(value: Any) -> int:
+def _check_tree(value: Any) -> None:
     # Iterative, so that hostile nesting cannot exhaust the Python stack.
-    deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
+        if depth > MAX_DEPTH:
+            raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
         if isinstance(item, dict):
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-    return deepest
+        elif isinstance(item, msgpack.Timestamp):
+            # msgpack decodes extension type -1 itself, without ext_hook.
+            raise CanonicalError("extension type -1 (timestamp) is not allowed")

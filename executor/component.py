@@ -46,6 +46,7 @@ from .errors import (
     ConsignError,
     MissingNamevarError,
     OverrideError,
+    TemplateError,
     UnknownKeywordError,
 )
 
@@ -68,8 +69,19 @@ EVENT_SCOPES = ("*", "precursor")
 # Modules of deployment component files are named batou.c.<directory>.
 COMPONENT_MODULE_PREFIX = "batou.c."
 
+# Set by consign while configuring and deploying; never by keywords or overrides.
 _RUNTIME_NAMES = frozenset(
-    {"namevar", "parent", "root", "host", "environment", "sub_components", "changed", "defdir"}
+    {
+        "namevar",
+        "parent",
+        "root",
+        "host",
+        "environment",
+        "sub_components",
+        "recursive_sub_components",
+        "changed",
+        "defdir",
+    }
 )
 
 
@@ -155,7 +167,15 @@ class Attribute:
         label = f"{type(component).__name__}.{self.name}"
         text = str(value)
         if self.expand and getattr(component, "host", None) is not None:
-            text = component.expand(text)
+            try:
+                text = component.expand(text)
+            except TemplateError as exc:
+                # The template is the value itself: name the attribute, not "<string>".
+                raise TemplateError(
+                    f"cannot expand {label} = {text!r} (for {_conversion_name(self.conversion)}): "
+                    f"{exc.message}",
+                    hint=exc.hint,
+                ) from None
         if self.map and getattr(component, "environment", None) is not None:
             text = component.map(text)
         try:
@@ -264,12 +284,18 @@ def handle_event(event: str, scope: str) -> Callable[[F], F]:
     return mark
 
 
-def _caller_location() -> str | None:
-    """file:line of the deployment code that constructs a component."""
+def _caller_location(component: Component) -> str | None:
+    """file:line of the deployment code that constructs `component`."""
     frame: Any = sys._getframe(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
-        if isinstance(name, str) and name.startswith(COMPONENT_MODULE_PREFIX):
+        # A user's own __init__ (calling ours through super()) is not where
+        # the component was created; its caller is.
+        if (
+            isinstance(name, str)
+            and name.startswith(COMPONENT_MODULE_PREFIX)
+            and frame.f_locals.get("self") is not component
+        ):
             return _frame_location(frame.f_globals, frame.f_lineno)
         frame = frame.f_back
     return None
@@ -422,15 +448,22 @@ class Component:
     changed: bool
 
     def __init__(self, namevar: Any = None, **kw: Any) -> None:
-        self._consign = _State(_caller_location())
+        self._consign = _State(_caller_location(self))
         cls = type(self)
         if cls.namevar:
             if namevar is None:
                 namevar = kw.pop(cls.namevar, None)
+            elif cls.namevar in kw:
+                raise UnknownKeywordError(
+                    f"{cls.__name__} got its {cls.namevar!r} twice: {namevar!r} as first "
+                    f"argument and {kw[cls.namevar]!r} as keyword",
+                    hint="pass it once",
+                )
             if namevar is None:
                 raise MissingNamevarError(
-                    f"{cls.__name__} needs its {cls.namevar!r} as first argument",
-                    hint=f"write {cls.__name__}({cls.namevar!r}-value, ...)",
+                    f"{cls.__name__} needs its {cls.namevar!r} as first argument, got none",
+                    hint=f"write {cls.__name__}(<{cls.namevar}>, ...) "
+                    f"or {cls.__name__}({cls.namevar}=...)",
                 )
             kw[cls.namevar] = namevar
         elif namevar is not None:
@@ -453,6 +486,7 @@ class Component:
             except AttributeError:
                 raise UnknownKeywordError(
                     f"{cls.__name__}.{key} cannot be set (read-only)",
+                    hint=f"drop the keyword {key}=...; {cls.__name__} computes it",
                 ) from None
         own_workdir = self.__dict__.get("workdir", cls.workdir)
         self._consign.own_workdir = None if own_workdir is None else str(own_workdir)
@@ -546,8 +580,12 @@ class Component:
         else:
             self.features = list(declared or [])
         self._consign.prepared_context = True
-        for key, value in overrides:
-            self._apply_override(key, value)
+        try:
+            for key, value in overrides:
+                self._apply_override(key, value)
+        except ConsignError as exc:
+            locate(exc, self, None)
+            raise
         self._configure()
 
     def _apply_override(self, key: str, value: str) -> None:
@@ -556,13 +594,25 @@ class Component:
             known = attribute_names(cls)
             raise OverrideError(
                 f"override {key!r} names no attribute of {cls.__name__}",
-                where=self._breadcrumbs,
                 hint=f"{cls.__name__}'s attributes: {', '.join(known) or '(none)'}",
             )
         if isinstance(inspect.getattr_static(cls, key, None), Attribute):
-            setattr(self, key, ConfigString(value))
+            value = ConfigString(value)
         else:
-            setattr(self, key, self.expand(value))
+            try:
+                value = self.expand(value)
+            except TemplateError as exc:
+                raise TemplateError(
+                    f"cannot expand the override {cls.__name__}.{key} = {value!r}: {exc.message}",
+                    hint=exc.hint,
+                ) from None
+        try:
+            setattr(self, key, value)
+        except AttributeError:
+            raise OverrideError(
+                f"override {key!r} cannot be set: {cls.__name__}.{key} is read-only",
+                hint=f"remove {key} from the environment's [component:...] section",
+            ) from None
 
     def _configure(self) -> None:
         self._consign.prepared_context = True
@@ -576,7 +626,9 @@ class Component:
             if variant is not None:
                 self += variant()
         except ConsignError as exc:
-            raise locate(exc, self, user_location(exc)) from None
+            # Re-raise as is: 'from None' would drop the cause a child recorded.
+            locate(exc, self, user_location(exc))
+            raise
         except AssertionError as exc:
             raise locate(
                 ConfigurationError(f"assertion failed while configuring: {exc}"),
@@ -658,9 +710,22 @@ class Component:
     def template(self, filename: str, component: Component | None = None, **kw: Any) -> str:
         """Render the template file `filename` (relative to defdir)."""
         path = filename if filename.startswith("/") else posixpath.join(self.defdir, filename)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
         name = _display_path(path, self.environment.base_dir)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise TemplateError(
+                f"template {name} does not exist",
+                hint=f"relative template names resolve against the component's directory "
+                f"({_display_path(self.defdir, self.environment.base_dir)}); "
+                "add the file there or fix the name",
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(
+                f"cannot read template {name}: {exc}",
+                hint="templates are UTF-8 text files the deployment can read",
+            ) from None
         return _template.render(text, self._template_context(component, kw), name=name)
 
     # -- helpers for verify and update -------------------------------------
@@ -739,7 +804,7 @@ class Component:
             stdout, stderr = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            stdout, stderr = process.communicate()
+            stdout, stderr = _drain(process)
             raise CommandError(
                 f"command timed out after {limit:.1f}s: {text}",
                 command=text,
@@ -763,10 +828,15 @@ class Component:
     # -- assertions for verify ---------------------------------------------
 
     def assert_cmd(self, *args: Any, **kw: Any) -> None:
-        """UpdateNeeded unless the command succeeds."""
+        """UpdateNeeded unless the command succeeds.
+
+        A command that times out fails the run: it says nothing about the host.
+        """
         try:
             self.cmd(*args, **kw)
         except CommandError as exc:
+            if exc.returncode is None:
+                raise
             raise UpdateNeeded(f"command failed: {exc.command}") from None
 
     def assert_file_is_current(
@@ -871,6 +941,25 @@ def _display_path(path: str, base: str | None) -> str:
 
 def _tail(text: str, lines: int = 5) -> str:
     return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def _drain(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a killed command wrote; don't wait for descendants that left its group."""
+    try:
+        return process.communicate(timeout=2)
+    except subprocess.TimeoutExpired as exc:
+        # A daemonized grandchild still holds the pipes open.
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        process.wait()
+        return _text(exc.stdout), _text(exc.stderr)
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

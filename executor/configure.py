@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .component import Component
+from .component import Component, user_location
 from .environment import Environment, Host
 from .errors import ConfigurationError, ConsignError
 from .loader import Registry
 from .model import HostModel, RootRecord
+from .utils import family_defaults
 
 TARGET_PLACEHOLDER = "{target}"
 
@@ -48,31 +49,47 @@ def configure_host(
     )
     configured: list[ConfiguredRoot] = []
     errors: list[ConsignError] = []
-    for record in model.roots:
-        cls = registry.classes.get(record.name)
-        if cls is None:
-            errors.append(
-                ConfigurationError(
-                    f"no component {record.name!r} in this deployment",
-                    hint=f"known components: {', '.join(registry.names()) or '(none)'}",
-                )
-            )
-            continue
-        try:
-            component = cls()
-            component.prepare_root(
-                name=record.name,
-                host=host,
-                environment=environment,
-                defdir=registry.defdirs[record.name],
-                features=record.features,
-                overrides=record.overrides,
-            )
-        except ConsignError as exc:
-            errors.append(exc)
-            continue
-        configured.append(ConfiguredRoot(record, component))
+    with family_defaults(model.environment.require_v4, model.environment.require_v6):
+        for record in model.roots:
+            try:
+                component = configure_root(record, registry, host, environment)
+            except ConsignError as exc:
+                errors.append(exc)
+                continue
+            configured.append(ConfiguredRoot(record, component))
     return configured, errors
+
+
+def configure_root(
+    record: RootRecord, registry: Registry, host: Host, environment: Environment
+) -> Component:
+    """Instantiate and configure one root component."""
+    cls = registry.classes.get(record.name)
+    if cls is None:
+        raise ConfigurationError(
+            f"no component {record.name!r} in this deployment",
+            hint=f"known components: {', '.join(registry.names()) or '(none)'}",
+        )
+    try:
+        component = cls()
+    except Exception as exc:  # noqa: BLE001 - a root's constructor is user code
+        error = exc if isinstance(exc, ConsignError) else ConfigurationError(
+            f"creating the root component raised {type(exc).__name__}: {exc}"
+        )
+        location = user_location(exc) or registry.files[record.name]
+        if not error.where:
+            error.where = f"root {record.name!r} ({location})"
+        error.hint = error.hint or "a root component is created without arguments"
+        raise error from exc
+    component.prepare_root(
+        name=record.name,
+        host=host,
+        environment=environment,
+        defdir=registry.defdirs[record.name],
+        features=record.features,
+        overrides=record.overrides,
+    )
+    return component
 
 
 def walk(component: Component) -> Iterator[Component]:

@@ -21,8 +21,18 @@ class DecodeError(ValueError):
         self.path = path
 
 
+# Errors speak msgpack's vocabulary, the format the bad bytes came in.
+_MSGPACK_NAMES = {dict: "map", list: "array", bytes: "bin", type(None): "nil"}
+
+
 def _type_name(value: object) -> str:
-    return "nil" if value is None else type(value).__name__
+    return _MSGPACK_NAMES.get(type(value), type(value).__name__)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """repr() of a decoded value for an error message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class Fields:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import inspect
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ def _handler_names(cls: type) -> tuple[tuple[str, str], ...]:
 @dataclass
 class _RootRun:
     run: RunContext
+    empty_directory: str | None = None
     order: dict[int, int] = field(default_factory=dict)
     handlers: list[Handler] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -113,9 +115,13 @@ def _deploy(component: Component, state: _RootRun) -> None:
     crumbs = component._breadcrumbs
     run.check_deadline(crumbs)
     workdir = component.workdir
-    if workdir and not run.predicting and not os.path.isdir(workdir):
-        os.makedirs(workdir, exist_ok=True)
     try:
+        if workdir and not run.predicting and not os.path.isdir(workdir):
+            os.makedirs(workdir, exist_ok=True)
+        if workdir and not os.path.isdir(workdir):
+            # A dry run creates nothing: verify in an empty directory, where
+            # relative paths find nothing, as in the workdir-to-be.
+            workdir = state.empty_directory
         with _working_directory(workdir), component:
             try:
                 _verify(component, run.predicting)
@@ -129,7 +135,9 @@ def _deploy(component: Component, state: _RootRun) -> None:
                 if component.converges:
                     _reverify(component)
     except ConsignError as exc:
-        raise locate(exc, component, user_location(exc)) from None
+        # Re-raise as is: 'from None' would drop the cause the error carries.
+        locate(exc, component, user_location(exc))
+        raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything
         raise locate(
             DeployError(f"{type(exc).__name__}: {exc}"), component, user_location(exc)
@@ -142,11 +150,13 @@ def _reverify(component: Component) -> None:
         _verify(component, False)
     except AssertionError as exc:
         reason = f": {exc}" if str(exc) else ""
-        raise NotConvergedError(
+        error = NotConvergedError(
             f"update() ran but verify() still fails{reason}",
             hint="make update() reach the state verify() checks; a component that must "
             "run every time sets 'converges = False'",
-        ) from None
+        )
+        # Point at the assertion that still fails, not at the deploy machinery.
+        raise locate(error, component, user_location(exc)) from None
     finally:
         component._consign.reverifying = False
 
@@ -160,13 +170,13 @@ def deploy_roots(
     """Deploy `roots` in order; stop at the first failure."""
     outcomes: list[RootOutcome] = []
     error: ConsignError | None = None
-    with running(run):
+    with running(run), tempfile.TemporaryDirectory(prefix="consign-empty-") as empty:
         for root in roots:
             name = root.record.name
             if error is not None:
                 outcomes.append(RootOutcome(name, RootStatus.NOT_RUN, reason="an earlier root failed"))
                 continue
-            state = _RootRun(run)
+            state = _RootRun(run, empty)
             state.index(root.component)
             started = time.monotonic()
             try:

@@ -74,6 +74,7 @@ def map_path(path: str, vfs: VfsRules, target_directory: str) -> str:
 
     Developer: everything outside the target directory lands below
     ``<target>/work/_``. Map: the longest matching prefix is replaced.
+    Both leave an already mapped path alone, so mapping twice is harmless.
     """
     if not path.startswith("/"):
         return path
@@ -83,6 +84,10 @@ def map_path(path: str, vfs: VfsRules, target_directory: str) -> str:
             return path
         return posixpath.join(target_directory, "work", "_", path.lstrip("/"))
     if vfs.mode is VfsMode.MAP:
+        # Mapping is idempotent: a path already below a replacement (a
+        # workdir, or another component's mapped path) stays where it is.
+        if any(_under(path, replacement) for _prefix, replacement in vfs.rules):
+            return path
         best: tuple[str, str] | None = None
         for prefix, replacement in vfs.rules:
             if _under(path, prefix) and (best is None or len(prefix) > len(best[0])):

@@ -15,7 +15,13 @@ from collections.abc import Iterable
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
+    # N.B. os.umask can only be read by setting it, which races with other
+    # threads creating files; Linux shows it in /proc without touching it.
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -33,10 +39,19 @@ def write_atomic(path: str, data: bytes, *, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically.
 
     An existing file keeps its mode, owner and group; a new one gets `mode`
-    or the default the umask allows.
+    or the default the umask allows. When `path` is a symlink, the file it
+    points at is replaced and the link stays, as an in-place write would.
     """
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     staged = stage_file(path, [data], mode=mode)
-    os.rename(staged, path)
+    try:
+        os.rename(staged, path)
+    except BaseException:
+        # Renaming over a directory, say: leave no temporary file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        raise
     fsync_directory(os.path.dirname(path) or ".")
 
 
@@ -58,9 +73,11 @@ def stage_file(path: str, parts: Iterable[bytes], *, mode: int | None = None) ->
                 f.write(part)
             f.flush()
             if existing is not None and stat.S_ISREG(existing.st_mode):
-                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
+                # N.B. chown before chmod: chown clears the setuid and setgid
+                # bits (even for root), chmod puts them back.
                 with contextlib.suppress(PermissionError):
                     os.fchown(f.fileno(), existing.st_uid, existing.st_gid)
+                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
             else:
                 os.fchmod(f.fileno(), mode if mode is not None else 0o666 & ~_umask())
             os.fsync(f.fileno())
@@ -90,3 +107,4 @@ def symlink_atomic(target: str, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    fsync_directory(directory)

@@ -91,17 +91,46 @@ def _load_module(
     try:
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source, filename=str(path))
+        # Some syntax errors ('return' outside a function, ...) only show
+        # when compiling. dont_inherit: this module's `from __future__
+        # import annotations` must not leak into the user's file.
+        code = compile(tree, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
         errors.append(
             ComponentLoadError(
                 f"syntax error in component {dirname!r}: {exc.msg}",
-                where=f"{relative}:{exc.lineno}",
+                where=relative if exc.lineno is None else f"{relative}:{exc.lineno}",
                 hint="fix the Python syntax of the component file",
             )
         )
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        errors.append(ComponentLoadError(f"cannot read component file: {exc}", where=relative))
+    except UnicodeDecodeError as exc:
+        errors.append(
+            ComponentLoadError(
+                f"component {dirname!r} is not UTF-8: {exc.reason} at byte {exc.start}",
+                where=relative,
+                hint="save the component file as UTF-8",
+            )
+        )
+        return None
+    except ValueError as exc:
+        # Python < 3.12 reports null bytes in the source as ValueError.
+        errors.append(
+            ComponentLoadError(
+                f"syntax error in component {dirname!r}: {exc}",
+                where=relative,
+                hint="fix the Python syntax of the component file",
+            )
+        )
+        return None
+    except OSError as exc:
+        errors.append(
+            ComponentLoadError(
+                f"cannot read component file: {exc.strerror or exc}",
+                where=relative,
+                hint="check the file's permissions",
+            )
+        )
         return None
     for name, lines in sorted(_duplicate_classes(tree).items()):
         errors.append(
@@ -119,7 +148,7 @@ def _load_module(
     sys.modules[module_name] = module
     setattr(package, dirname, module)
     try:
-        exec(compile(tree, str(path), "exec"), module.__dict__)
+        exec(code, module.__dict__)
     except Exception as exc:  # noqa: BLE001 - a component file may raise anything
         location = user_location(exc) or relative
         errors.append(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import canonical
-from .decode import DecodeError, Fields, str_item
+from .decode import DecodeError, Fields, shown, str_item
 
 MODEL_VERSION = 1
 
@@ -86,8 +86,14 @@ class HostModel:
     skipped: tuple[SkippedRoot, ...] = ()
 
 
-def _pairs(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    return dict(pairs)
+def _pairs(pairs: tuple[tuple[str, str], ...], what: str) -> dict[str, str]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # dict() would keep the last value silently: a bug in the caller.
+        keys = [key for key, _value in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"{what} has the key {twice[0]!r} twice")
+    return result
 
 
 def _family_to_data(value: FamilyRequirement) -> bool | str:
@@ -98,7 +104,7 @@ def _family_from(fields: Fields, key: str) -> FamilyRequirement:
     value = fields.raw(key)
     if value is True or value is False or value == "optional":
         return value  # type: ignore[no-any-return]
-    raise DecodeError(fields.path(key), f"expected true, false or 'optional', got {value!r}")
+    raise DecodeError(fields.path(key), f"expected true, false or 'optional', got {shown(value)}")
 
 
 def model_to_data(model: HostModel) -> dict[str, Any]:
@@ -124,13 +130,13 @@ def model_to_data(model: HostModel) -> dict[str, Any]:
             "name": model.host.name,
             "fqdn": model.host.fqdn,
             "platform": model.host.platform,
-            "data": _pairs(model.host.data),
+            "data": _pairs(model.host.data, f"host {model.host.name!r} data"),
         },
         "roots": [
             {
                 "name": root.name,
                 "features": list(root.features),
-                "overrides": _pairs(root.overrides),
+                "overrides": _pairs(root.overrides, f"root {root.name!r} overrides"),
                 "tree": list(root.tree),
             }
             for root in model.roots
@@ -140,8 +146,10 @@ def model_to_data(model: HostModel) -> dict[str, Any]:
 
 
 def _rule(value: object, path: str) -> tuple[str, str]:
-    if not (isinstance(value, list) and len(value) == 2):
-        raise DecodeError(path, "expected a [prefix, target] pair")
+    if not isinstance(value, list):
+        raise DecodeError(path, f"expected a [prefix, target] pair, got {shown(value)}")
+    if len(value) != 2:
+        raise DecodeError(path, f"expected a [prefix, target] pair, got {len(value)} items")
     return (str_item(value[0], f"{path}[0]"), str_item(value[1], f"{path}[1]"))
 
 
@@ -175,7 +183,10 @@ def model_from_data(data: object, path: str = "model") -> HostModel:
     try:
         mode = VfsMode(mode_text)
     except ValueError:
-        raise DecodeError(vfs_fields.path("mode"), f"unknown mode {mode_text!r}") from None
+        known = ", ".join(repr(m.value) for m in VfsMode)
+        raise DecodeError(
+            vfs_fields.path("mode"), f"expected one of {known}, got {shown(mode_text)}"
+        ) from None
     vfs = VfsRules(mode=mode, rules=vfs_fields.array("rules", _rule))
     vfs_fields.done()
     env = EnvironmentRecord(

@@ -17,7 +17,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import BundleError
@@ -52,8 +52,26 @@ def _directories(names: Iterable[str]) -> list[str]:
     return sorted(dirs)
 
 
+def _check_writable(files: Sequence[SnapshotFile]) -> None:
+    # A tar that extract_tar refuses would fail on every host: a caller bug.
+    seen: set[str] = set()
+    for entry in files:
+        name = entry.name
+        if (
+            not name
+            or name in (".", "..")
+            or name.startswith(("/", "../"))
+            or posixpath.normpath(name) != name
+        ):
+            raise ValueError(f"snapshot path {name!r} is not a normalised relative path")
+        if name in seen:
+            raise ValueError(f"snapshot path {name!r} is listed twice")
+        seen.add(name)
+
+
 def write_tar(files: Sequence[SnapshotFile], mtime: int) -> bytes:
     """A deterministic tar of `files` (paths relative, '/'-separated)."""
+    _check_writable(files)
     buffer = io.BytesIO()
     entries = sorted(files, key=lambda f: f.name)
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -78,41 +96,85 @@ def write_tar(files: Sequence[SnapshotFile], mtime: int) -> bytes:
                 info = _info(name, tarfile.REGTYPE, mode, mtime)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+            elif stat.S_ISDIR(st.st_mode):
+                # Listed directories (empty ones, git submodules) keep their
+                # entry, so that their children's parents are not missing.
+                tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, mtime))
             # Anything else (sockets, fifos) has no place in a repository.
     return buffer.getvalue()
 
 
-def _check_name(name: str) -> str:
+def _check_name(member: tarfile.TarInfo) -> str:
+    name = member.name
     if not name or name.startswith("/") or "\\" in name or "\0" in name:
         raise BundleError(f"snapshot member {name!r} has an absolute or invalid path")
     normal = posixpath.normpath(name)
     if normal == ".." or normal.startswith("../") or "/../" in f"/{name}/":
         raise BundleError(f"snapshot member {name!r} leaves the tree")
+    if normal == "." and not member.isdir():
+        raise BundleError(f"snapshot member {name!r} names the tree itself but is no directory")
     return normal
+
+
+# Linux follows at most 40 links in one lookup; a longer chain is a loop.
+MAX_LINK_HOPS = 40
+
+
+def _check_link(name: str, target: str, links: Mapping[str, str]) -> None:
+    """Refuse a link that resolves, following the tree's own links, outside it.
+
+    Resolving lexically is not enough: with ``x/s -> ..``, the link
+    ``x/l -> s/../..`` looks like it stays inside but points above the tree.
+    """
+    if not target:
+        raise BundleError(f"snapshot member {name!r} is a symlink with an empty target")
+    if target.startswith("/"):
+        raise BundleError(f"snapshot member {name!r} links to an absolute path {target!r}")
+    parts = [p for p in posixpath.dirname(name).split("/") if p]
+    pending = list(reversed(target.split("/")))
+    followed: list[str] = []
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                through = f" through the symlink {followed[-1]!r}" if followed else ""
+                raise BundleError(
+                    f"snapshot member {name!r} links outside the tree ({target!r}{through})"
+                )
+            parts.pop()
+            continue
+        parts.append(part)
+        current = "/".join(parts)
+        if current in links:
+            followed.append(current)
+            if len(followed) > MAX_LINK_HOPS:
+                raise BundleError(f"snapshot member {name!r} is part of a symlink loop")
+            parts.pop()
+            # An absolute or empty target is refused when that link is checked.
+            pending.extend(reversed(links[current].split("/")))
 
 
 def check_members(members: Sequence[tarfile.TarInfo]) -> None:
     """Refuse a snapshot that could write outside its tree or hold odd files."""
     seen: set[str] = set()
+    links: dict[str, str] = {}
     for member in members:
-        name = _check_name(member.name)
+        name = _check_name(member)
         if name in seen:
             raise BundleError(f"snapshot member {name!r} appears twice")
         seen.add(name)
         if member.islnk():
             raise BundleError(f"snapshot member {name!r} is a hard link")
         if member.issym():
-            target = member.linkname
-            if target.startswith("/"):
-                raise BundleError(f"snapshot member {name!r} links to an absolute path {target!r}")
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-            if resolved == ".." or resolved.startswith("../"):
-                raise BundleError(f"snapshot member {name!r} links outside the tree ({target!r})")
+            links[name] = member.linkname
         elif not (member.isreg() or member.isdir()):
             raise BundleError(f"snapshot member {name!r} is a device, fifo or other special file")
+    for name, target in sorted(links.items()):
+        _check_link(name, target, links)
     # A member below a symlink would be written through the link.
-    links = {posixpath.normpath(m.name) for m in members if m.issym()}
-    for name in seen:
+    for name in sorted(seen):
         parent = posixpath.dirname(name)
         while parent:
             if parent in links:
@@ -120,18 +182,34 @@ def check_members(members: Sequence[tarfile.TarInfo]) -> None:
             parent = posixpath.dirname(parent)
 
 
+def _check_end(data: bytes, offset: int) -> None:
+    # tarfile quietly ends the archive at a truncated or damaged header after
+    # the first member: insist on the end-of-archive marker (zero blocks,
+    # then nothing but zero padding) where the last member ends.
+    rest = data[offset:]
+    if len(rest) < 2 * tarfile.BLOCKSIZE or rest.count(0) != len(rest):
+        raise BundleError(
+            "the repository snapshot is not a valid tar: no end-of-archive marker "
+            f"at byte {offset} (the tar is truncated or damaged)"
+        )
+
+
 def extract_tar(data: bytes, destination: str) -> None:
     """Extract a snapshot into the new, empty directory `destination`."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             members = tar.getmembers()
+            _check_end(data, tar.offset)
             check_members(members)
             os.makedirs(destination)
+            os.chmod(destination, 0o755)
             for member in sorted(members, key=lambda m: posixpath.normpath(m.name)):
                 name = posixpath.normpath(member.name)
                 target = os.path.join(destination, name)
                 if member.isdir():
                     os.makedirs(target, mode=0o755, exist_ok=True)
+                    # The umask must not change what the store holds.
+                    os.chmod(target, 0o755)
                     continue
                 os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
                 if member.issym():
@@ -143,6 +221,7 @@ def extract_tar(data: bytes, destination: str) -> None:
                 mode = 0o755 if member.mode & 0o111 else 0o644
                 fd = os.open(target, flags, mode)
                 with os.fdopen(fd, "wb") as out:
+                    os.fchmod(out.fileno(), mode)
                     while chunk := source.read(1 << 20):
                         out.write(chunk)
                     os.fsync(out.fileno())

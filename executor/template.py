@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from .errors import TemplateError
+from .errors import ConsignError, TemplateError
 
 _ENV = jinja2.Environment(
     line_statement_prefix="@@",
@@ -64,7 +64,12 @@ def render(text: str, context: Mapping[str, Any], *, name: str = "<string>") -> 
     except Exception as exc:  # noqa: BLE001 - user expressions can raise anything
         line = _template_line(exc, name)
         where = f"{name}:{line}" if line else name
+        # A consign error (an attribute without value, say) keeps its own hint;
+        # its str() would drag its where and hint into our message.
+        message = exc.message if isinstance(exc, ConsignError) else str(exc)
+        hint = exc.hint if isinstance(exc, ConsignError) else None
         raise TemplateError(
-            f"template raised {type(exc).__name__}: {exc}",
+            f"template raised {type(exc).__name__}: {message}",
             where=where,
+            hint=hint,
         ) from exc

@@ -31,7 +31,7 @@ import pwd
 import shutil
 import stat
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from executor import run as _run
 from executor import template as _template
@@ -58,32 +58,52 @@ __all__ = [
 DIFF_MAX_LINES = 200
 
 _RWX = "rwxrwxrwx"
+# ls(1) shows setuid/setgid/sticky in the execute positions: lowercase with
+# the execute bit, uppercase without it.
+_SPECIAL = {2: ("s", 0o4000), 5: ("s", 0o2000), 8: ("t", 0o1000)}
+_MODE_HINT = "write 0o644, '644', '0644' or 'rw-r--r--'"
+
+
+def _symbolic_mode(text: str) -> int | None:
+    if len(text) == 10 and text[0] in "-dl":
+        text = text[1:]
+    if len(text) != 9:
+        return None
+    mode = 0
+    for i, c in enumerate(text):
+        bit = 1 << (8 - i)
+        special = _SPECIAL.get(i)
+        if c == _RWX[i]:
+            mode |= bit
+        elif special is not None and c == special[0]:
+            mode |= bit | special[1]
+        elif special is not None and c == special[0].upper():
+            mode |= special[1]
+        elif c != "-":
+            return None
+    return mode
 
 
 def convert_mode(value: Any) -> int:
     """Accept 0o644, "644" / "0644" / "0o644", or "rw-r--r--"; return the int."""
     if isinstance(value, bool):
-        raise ModeError(f"mode must be octal or rwx notation, got {value!r}")
+        raise ModeError(f"mode must be octal or rwx notation, got {value!r}", hint=_MODE_HINT)
     if isinstance(value, int):
         if 0 <= value <= 0o7777:
             return value
         raise ModeError(
-            f"mode {value} is out of range",
+            f"mode {value!r} (octal {value:#o}) is out of range 0o0..0o7777",
             hint="write it in octal: mode=0o755 or mode='755'",
         )
     if isinstance(value, str):
         text = value.strip()
-        if len(text) == 10 and text[0] in "-dl":
-            text = text[1:]
-        if len(text) == 9 and all(c == "-" or c == _RWX[i] for i, c in enumerate(text)):
-            return sum(1 << (8 - i) for i, c in enumerate(text) if c != "-")
+        symbolic = _symbolic_mode(text)
+        if symbolic is not None:
+            return symbolic
         digits = text[2:] if text.lower().startswith("0o") else text
         if digits and len(digits) <= 4 and all(c in "01234567" for c in digits):
             return int(digits, 8)
-    raise ModeError(
-        f"mode {value!r} is neither octal nor rwx notation",
-        hint="write 0o644, '644', '0644' or 'rw-r--r--'",
-    )
+    raise ModeError(f"mode {value!r} is neither octal nor rwx notation", hint=_MODE_HINT)
 
 
 def _mtime(path: str, key: str = "st_mtime") -> float | None:
@@ -91,6 +111,52 @@ def _mtime(path: str, key: str = "st_mtime") -> float | None:
         return float(getattr(os.stat(path), key))
     except FileNotFoundError:
         return None
+
+
+def _kind(path: str) -> str:
+    """What is at `path`, for messages."""
+    if os.path.islink(path):
+        return "a symlink" if os.path.exists(path) else "a dangling symlink"
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.isfile(path):
+        return "a regular file"
+    return "a special file"
+
+
+def _ensure_parent(path: str, leading: bool | None) -> None:
+    """The directory `path` goes into exists; created when `leading`
+    (None: the component has no `leading` option)."""
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent):
+        return
+    if not leading:
+        hint = "create it first (a Directory before this component)"
+        raise DeployError(
+            f"directory {parent} does not exist",
+            hint=hint if leading is None else hint + " or pass leading=True",
+        )
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DeployError(
+            f"cannot create directory {parent}: a part of it is not a directory",
+            hint="remove the file that is in the way",
+        ) from None
+
+
+def _check_directory(path: str) -> bool:
+    """Whether `path` is a directory (a link to one counts, as in batou);
+    False when nothing is there, an error when something else is.
+    """
+    if os.path.isdir(path):
+        return True
+    if os.path.lexists(path):
+        raise DeployError(
+            f"{path} is {_kind(path)}, expected a directory",
+            hint="remove it, or manage it as a file (ensure='file')",
+        )
+    return False
 
 
 class File(Component):
@@ -128,40 +194,48 @@ class File(Component):
     exclude: Sequence[str] = ()
 
     def configure(self) -> None:
-        self.path = self.map(self.path)
+        # N.B. children get the path as written and map it themselves (they
+        # share this workdir): mapping an already mapped path again is not a
+        # no-op under a Map sandbox such as "/ = /home/me/sandbox".
+        requested = str(self.path)
+        self.path = self.map(requested)
         if self.ensure == "file":
-            self += Presence(self.path, leading=self.leading)
-            self._configure_content()
+            self += Presence(requested, leading=self.leading)
         elif self.ensure == "directory":
             self += Directory(
-                self.path, leading=self.leading, source=self.source, exclude=self.exclude
+                requested, leading=self.leading, source=self.source, exclude=self.exclude
             )
         elif self.ensure == "symlink":
             if self.mode is not None:
                 raise ConfigurationError(
                     "a symlink has no mode of its own", hint="drop mode= or set it on the target"
                 )
-            self += Symlink(self.path, source=self.link_to)
+            self += Symlink(requested, source=self.link_to, leading=self.leading)
         else:
             raise ConfigurationError(
                 f"ensure must be 'file', 'directory' or 'symlink', got {self.ensure!r}"
             )
         if self.owner is not None:
-            self += Owner(self.path, owner=self.owner)
+            self += Owner(requested, owner=self.owner)
         if self.group is not None:
-            self += Group(self.path, group=self.group)
+            self += Group(requested, group=self.group)
         if self.mode is not None:
-            self += Mode(self.path, mode=self.mode)
+            self += Mode(requested, mode=self.mode)
+        if self.ensure == "file":
+            # N.B. after Owner, Group and Mode: new content (a secret, say)
+            # is written into a file that already has its final permissions,
+            # never into a world-readable one that is tightened afterwards.
+            self._configure_content(requested)
 
-    def _configure_content(self) -> None:
+    def _configure_content(self, requested: str) -> None:
         source = self.source
         if self.content is None and source is None:
-            implicit = posixpath.join(self.defdir, posixpath.basename(self.path))
+            implicit = posixpath.join(self.defdir, posixpath.basename(requested))
             if not os.path.isfile(implicit):
                 return
             source = implicit
         self += Content(
-            self.path,
+            requested,
             content=self.content,
             source=source,
             is_template=self.is_template,
@@ -188,7 +262,12 @@ class BinaryFile(File):
 
 
 class Presence(Component):
-    """The path exists as a regular file (created empty if missing)."""
+    """The path exists as a regular file (created empty if missing).
+
+    Example::
+
+        self += Presence("/var/log/app.log", leading=True)
+    """
 
     namevar = "path"
     path: str
@@ -207,14 +286,7 @@ class Presence(Component):
             raise UpdateNeeded(f"{self.path} is missing")
 
     def update(self) -> None:
-        parent = os.path.dirname(self.path)
-        if self.leading:
-            os.makedirs(parent, exist_ok=True)
-        elif not os.path.isdir(parent):
-            raise DeployError(
-                f"directory {parent} does not exist",
-                hint="create it first or pass leading=True",
-            )
+        _ensure_parent(self.path, self.leading)
         if os.path.islink(self.path):
             os.unlink(self.path)
         write_atomic(self.path, b"")
@@ -225,6 +297,8 @@ class Presence(Component):
 
 class Directory(Component):
     """The path exists as a directory; with ``source``, mirrors that tree.
+
+    A symlink to a directory counts as the directory (as in batou).
 
     Example::
 
@@ -238,26 +312,22 @@ class Directory(Component):
     exclude: Sequence[str] = ()
 
     def configure(self) -> None:
-        self.path = self.map(self.path)
+        requested = str(self.path)  # mapped once, by the child itself (see File)
+        self.path = self.map(requested)
         if self.source:
-            self += SyncDirectory(self.path, source=self.source, exclude=self.exclude)
+            # Children deploy first, so the sync creates the directory itself
+            # when it is missing (honouring `leading`).
+            self += SyncDirectory(
+                requested, source=self.source, exclude=self.exclude, leading=self.leading
+            )
 
     def verify(self) -> None:
-        if os.path.islink(self.path) or (
-            os.path.exists(self.path) and not os.path.isdir(self.path)
-        ):
-            raise DeployError(
-                f"{self.path} exists but is not a directory",
-                hint="remove it, or manage it as a file",
-            )
-        if not os.path.isdir(self.path):
+        if not _check_directory(self.path):
             raise UpdateNeeded(f"{self.path} is missing")
 
     def update(self) -> None:
-        if self.leading:
-            os.makedirs(self.path, exist_ok=True)
-        else:
-            os.mkdir(self.path)
+        _ensure_parent(self.path, self.leading)
+        os.mkdir(self.path)
 
     def last_updated(self, key: str = "st_mtime") -> float | None:
         return _mtime(self.path, key)
@@ -266,13 +336,20 @@ class Directory(Component):
 class SyncDirectory(Component):
     """Make a directory mirror ``source`` (next to the component): copy what
     differs, remove what the source lacks; names matching ``exclude``
-    (shell patterns on the relative path or the basename) are left alone.
+    (shell patterns on the relative path or the basename) are left alone on
+    both sides. Files get the source's executable bits; symlinks are copied
+    as links.
+
+    Example::
+
+        self += SyncDirectory("/srv/app/static", source="static", exclude=["*.map"])
     """
 
     namevar = "path"
     path: str
     source: str = ""
     exclude: Sequence[str] = ()
+    leading = False
 
     def configure(self) -> None:
         self.path = self.map(self.path)
@@ -337,20 +414,21 @@ class SyncDirectory(Component):
             return True
         if os.path.getsize(source) != os.path.getsize(target):
             return False
-        if stat.S_IMODE(os.stat(source).st_mode) & 0o111 != stat.S_IMODE(
-            os.stat(target).st_mode
-        ) & 0o111:
+        if os.stat(source).st_mode & 0o111 != os.stat(target).st_mode & 0o111:
             return False
         with open(source, "rb") as a, open(target, "rb") as b:
             return a.read() == b.read()
 
     def verify(self) -> None:
+        _check_directory(self.path)
         copy, remove = self._plan()
         if copy or remove:
             raise UpdateNeeded(f"{len(copy)} to copy, {len(remove)} to remove")
 
     def update(self) -> None:
-        os.makedirs(self.path, exist_ok=True)
+        if not _check_directory(self.path):
+            _ensure_parent(self.path, self.leading)
+            os.mkdir(self.path)
         copy, remove = self._plan()
         # Deepest first, so directories are empty when their turn comes.
         for relative in sorted(remove, key=lambda r: r.count("/"), reverse=True):
@@ -367,14 +445,20 @@ class SyncDirectory(Component):
             elif os.path.isdir(source):
                 os.makedirs(target, exist_ok=True)
             else:
-                with open(source, "rb") as f:
-                    data = f.read()
-                executable = os.stat(source).st_mode & 0o111
-                write_atomic(target, data, mode=0o755 if executable else 0o644)
-                if executable != os.stat(target).st_mode & 0o111:
-                    os.chmod(target, 0o755 if executable else 0o644)
-                    # write_atomic keeps an existing file's mode; the source's
-                    # executable bit decides here.
+                self._copy_file(source, target)
+
+    @staticmethod
+    def _copy_file(source: str, target: str) -> None:
+        with open(source, "rb") as f:
+            data = f.read()
+        executable = os.stat(source).st_mode & 0o111
+        # A new file is readable by all (0o644) plus the source's executable
+        # bits; an existing one keeps its mode (write_atomic) except for the
+        # executable bits, which must equal the source's for _same().
+        write_atomic(target, data, mode=0o644 | executable)
+        current = stat.S_IMODE(os.stat(target).st_mode)
+        if current & 0o111 != executable:
+            os.chmod(target, (current & ~0o111) | executable)
 
     def last_updated(self, key: str = "st_mtime") -> float | None:
         times = [
@@ -391,6 +475,9 @@ class SyncDirectory(Component):
 class Symlink(Component):
     """``path`` is a symlink pointing at ``source``.
 
+    A relative ``source`` is resolved against the workdir, like ``path``;
+    ``leading=True`` creates missing parent directories.
+
     Example::
 
         self += Symlink("/srv/app/current", source="/srv/app/releases/42")
@@ -399,6 +486,7 @@ class Symlink(Component):
     namevar = "path"
     path: str
     source: str = ""
+    leading = False
 
     def configure(self) -> None:
         self.path = self.map(self.path)
@@ -416,6 +504,7 @@ class Symlink(Component):
             raise UpdateNeeded(f"{self.path} does not point at {self.source}")
 
     def update(self) -> None:
+        _ensure_parent(self.path, self.leading)
         symlink_atomic(self.source, self.path)
 
     def last_updated(self, key: str = "st_mtime") -> float | None:
@@ -425,8 +514,24 @@ class Symlink(Component):
             return None
 
 
+def _missing(path: str, what: str) -> NoReturn:
+    """A path Mode/Owner/Group should manage is missing: fine in a dry run
+    (an earlier component would create it), an error otherwise."""
+    if _run.current().predicting:
+        raise UpdateNeeded(f"{path} is missing")
+    raise DeployError(
+        f"cannot set the {what} of {path}: it does not exist",
+        hint="create it first (File, Directory or Presence before this component)",
+    )
+
+
 class Mode(Component):
-    """The path's permission bits equal ``mode`` (0o644, "644" or "rw-r--r--")."""
+    """The path's permission bits equal ``mode`` (0o644, "644" or "rw-r--r--").
+
+    Example::
+
+        self += Mode("/srv/app/bin/run", mode="rwxr-x---")
+    """
 
     namevar = "path"
     path: str
@@ -437,12 +542,9 @@ class Mode(Component):
         self.mode = convert_mode(self.mode)
 
     def verify(self) -> None:
-        try:
-            current = stat.S_IMODE(os.stat(self.path).st_mode)
-        except FileNotFoundError:
-            if _run.current().predicting:
-                raise UpdateNeeded(f"{self.path} is missing") from None
-            raise DeployError(f"cannot set the mode of {self.path}: it does not exist") from None
+        if not os.path.exists(self.path):
+            _missing(self.path, "mode")
+        current = stat.S_IMODE(os.stat(self.path).st_mode)
         if current != self.mode:
             raise UpdateNeeded(f"mode is {current:o}, want {int(self.mode):o}")
 
@@ -456,9 +558,12 @@ def _lookup_uid(owner: str | int) -> int:
     try:
         return pwd.getpwnam(owner).pw_uid
     except KeyError:
+        # An override gives every value as text: "1000" means the uid.
+        if owner.isascii() and owner.isdigit():
+            return int(owner)
         raise DeployError(
             f"user {owner!r} does not exist on this host",
-            hint="create the user first (a component before this one)",
+            hint="create the user first (a component before this one), or give a uid",
         ) from None
 
 
@@ -468,14 +573,22 @@ def _lookup_gid(group: str | int) -> int:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
+        if group.isascii() and group.isdigit():
+            return int(group)
         raise DeployError(
             f"group {group!r} does not exist on this host",
-            hint="create the group first (a component before this one)",
+            hint="create the group first (a component before this one), or give a gid",
         ) from None
 
 
 class Owner(Component):
-    """The path belongs to user ``owner`` (name or uid)."""
+    """The path belongs to user ``owner`` (name or uid); a symlink itself is changed,
+    not what it points at.
+
+    Example::
+
+        self += Owner("/srv/app/data", owner="app")
+    """
 
     namevar = "path"
     path: str
@@ -485,19 +598,25 @@ class Owner(Component):
         self.path = self.map(self.path)
 
     def verify(self) -> None:
-        try:
-            current = os.lstat(self.path).st_uid
-        except FileNotFoundError:
-            raise UpdateNeeded(f"{self.path} is missing") from None
-        if current != _lookup_uid(self.owner):
-            raise UpdateNeeded(f"owner is uid {current}, want {self.owner}")
+        uid = _lookup_uid(self.owner)
+        if not os.path.lexists(self.path):
+            _missing(self.path, "owner")
+        current = os.lstat(self.path).st_uid
+        if current != uid:
+            raise UpdateNeeded(f"owner is uid {current}, want {self.owner} (uid {uid})")
 
     def update(self) -> None:
         os.lchown(self.path, _lookup_uid(self.owner), -1)
 
 
 class Group(Component):
-    """The path belongs to group ``group`` (name or gid)."""
+    """The path belongs to group ``group`` (name or gid); a symlink itself is changed,
+    not what it points at.
+
+    Example::
+
+        self += Group("/srv/app/data", group="www-data")
+    """
 
     namevar = "path"
     path: str
@@ -507,25 +626,40 @@ class Group(Component):
         self.path = self.map(self.path)
 
     def verify(self) -> None:
-        try:
-            current = os.lstat(self.path).st_gid
-        except FileNotFoundError:
-            raise UpdateNeeded(f"{self.path} is missing") from None
-        if current != _lookup_gid(self.group):
-            raise UpdateNeeded(f"group is gid {current}, want {self.group}")
+        gid = _lookup_gid(self.group)
+        if not os.path.lexists(self.path):
+            _missing(self.path, "group")
+        current = os.lstat(self.path).st_gid
+        if current != gid:
+            raise UpdateNeeded(f"group is gid {current}, want {self.group} (gid {gid})")
 
     def update(self) -> None:
         os.lchown(self.path, -1, _lookup_gid(self.group))
 
 
-def _diff(path: str, old: bytes, new: bytes) -> str:
-    before = old.decode("utf-8", errors="replace").splitlines(keepends=True)
-    after = new.decode("utf-8", errors="replace").splitlines(keepends=True)
+def _text(data: bytes, encoding: str) -> list[str] | None:
+    """`data` as lines for a diff, or None when it is not text."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode(encoding).splitlines(keepends=True)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _diff(path: str, old: bytes, new: bytes, encoding: str = "utf-8") -> tuple[str | None, str]:
+    """The unified diff from `old` to `new`, cut to DIFF_MAX_LINES, and a note."""
+    before, after = _text(old, encoding), _text(new, encoding)
+    if before is None or after is None:
+        return None, f"binary content: no diff ({len(old)} bytes, now {len(new)} bytes)"
     lines = list(difflib.unified_diff(before, after, f"{path} (current)", f"{path} (new)"))
+    note = ""
     if len(lines) > DIFF_MAX_LINES:
         cut = len(lines) - DIFF_MAX_LINES
+        note = f"diff truncated: {cut} of {len(lines)} lines not shown"
         lines = lines[:DIFF_MAX_LINES] + [f"... {cut} more diff lines not shown\n"]
-    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return text, note
 
 
 class Content(Component):
@@ -566,7 +700,7 @@ class Content(Component):
                     self._template_context(context, args),
                     name=f"content of {self._breadcrumb}",
                 )
-            return text.encode(self.encoding or "utf-8")
+            return self._encode(text, f"content of {self._breadcrumb}")
         if self.source is None:
             raise ConfigurationError("Content needs content= or source=")
         source = self.source
@@ -586,10 +720,31 @@ class Content(Component):
         base = self.environment.base_dir
         if base and source.startswith(base.rstrip("/") + "/"):
             name = source[len(base.rstrip("/")) + 1 :]
-        text = raw.decode(self.encoding)
-        return _template.render(text, self._template_context(context, args), name=name).encode(
-            self.encoding
-        )
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"source file {name} is not {self.encoding} text: {exc.reason} at byte {exc.start}",
+                hint="pass the file's encoding=, or is_template=False (BinaryFile) to copy bytes",
+            ) from None
+        rendered = _template.render(text, self._template_context(context, args), name=name)
+        return self._encode(rendered, name)
+
+    def _encode(self, text: str, what: str) -> bytes:
+        encoding = self.encoding or "utf-8"
+        try:
+            return text.encode(encoding)
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"{what} cannot be written as {encoding}: "
+                f"{exc.object[exc.start:exc.end]!r} at character {exc.start}",
+                hint="pass an encoding= that can represent it (utf-8, say)",
+            ) from None
+        except LookupError:
+            raise ConfigurationError(
+                f"unknown encoding {encoding!r} for {what}",
+                hint="use a Python codec name such as 'utf-8' or 'latin-1'",
+            ) from None
 
     def verify(self) -> None:
         try:
@@ -598,27 +753,26 @@ class Content(Component):
         except FileNotFoundError:
             current = None
         except IsADirectoryError:
-            raise DeployError(f"{self.path} is a directory, expected a file") from None
+            raise DeployError(
+                f"{self.path} is a directory, expected a file",
+                hint="remove the directory, or manage it with ensure='directory'",
+            ) from None
         if current == self._data:
             return
         self._report(current or b"")
         raise UpdateNeeded(f"content of {self.path} differs")
 
     def _report(self, current: bytes) -> None:
-        run = _run.current()
+        crumbs = self._breadcrumbs
         if self.sensitive_data:
-            run.diffs.append(
-                _run.FileDiff(self._breadcrumbs, self.path, None, "sensitive content: diff withheld")
-            )
-            return
-        run.diffs.append(_run.FileDiff(self._breadcrumbs, self.path, _diff(self.path, current, self._data)))
+            change = _run.FileDiff(crumbs, self.path, None, "sensitive content: diff withheld")
+        else:
+            diff, note = _diff(self.path, current, self._data, self.encoding or "utf-8")
+            change = _run.FileDiff(crumbs, self.path, diff, note)
+        _run.current().diffs.append(change)
 
     def update(self) -> None:
-        if not os.path.isdir(os.path.dirname(self.path)):
-            raise DeployError(
-                f"directory {os.path.dirname(self.path)} does not exist",
-                hint="create it first or pass leading=True",
-            )
+        _ensure_parent(self.path, None)
         write_atomic(self.path, self._data)
 
     def last_updated(self, key: str = "st_mtime") -> float | None:
@@ -651,15 +805,26 @@ class JSONContent(Content):
     def render(self) -> bytes:
         data = self.data
         if data is None and self.source is not None:
-            data = json.loads(super().render())
+            raw = super().render()
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise ConfigurationError(
+                    f"source file {self.source} is not valid JSON: {exc}",
+                    hint="fix the file, or pass the data as data=",
+                ) from None
         if data is None:
             raise ConfigurationError("JSONContent needs data= or source=")
         if self.override is not None:
             data = _merge(data, self.override)
         try:
-            text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)
-        except TypeError as exc:
-            raise ConfigurationError(f"data is not JSON serialisable: {exc}") from None
+            # N.B. allow_nan=False: NaN and Infinity are no JSON; readers reject them.
+            text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"data is not JSON serialisable: {exc}",
+                hint="use dicts with str keys, lists, str, int, finite float, bool and None",
+            ) from None
         return (text + "\n").encode("utf-8")
 
 
@@ -687,6 +852,8 @@ class Purge(Component):
 
     def update(self) -> None:
         for path in self._matches():
+            if not os.path.lexists(path):
+                continue  # inside a match removed before it
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:

@@ -1,0 +1,128 @@
+"""The example deployment through the real console scripts, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deployments import git_commit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    completed = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    if check and completed.returncode != 0:
+        raise AssertionError(f"{args} exited {completed.returncode}:\n{completed.stdout}\n{completed.stderr}")
+    return completed
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A fresh clone-like copy of the example deployment in this repository."""
+    for tool in ("bundle", "executor"):
+        assert shutil.which(tool), f"console script {tool!r} is not installed"
+    repo = tmp_path / "example"
+    for name in ("components", "environments"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "requirements.txt", repo / "requirements.txt")
+    shutil.copy(ROOT / "README.md", repo / "README.md")
+    git_commit(repo)
+    return repo
+
+
+def apply_json(repo: Path, host: str, target: Path, *extra: str) -> dict[str, object]:
+    completed = run(
+        "executor", "apply", f"bundles/prod/{host}.bundle", "--host", host,
+        "--target-dir", str(target), "--state-dir", str(target.parent / f"{host}-state"),
+        "--json", *extra, cwd=repo,
+    )
+    data: dict[str, object] = json.loads(completed.stdout)
+    return data
+
+
+def test_the_readme_quick_start_runs_and_a_second_apply_changes_nothing(example: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"```sh\n(pip install [^\n]+)\n```", readme)
+    assert command, "the README's quick start command is missing"
+    # The install is what CI did already; the rest runs exactly as written.
+    main_job = command.group(1).split(" && ", 1)[1]
+
+    first = run("bash", "-c", main_job, cwd=example)
+    assert "ok: 1 bundle for environment local" in first.stdout
+    assert "ok: 7 components changed" in first.stdout
+    target = example / ".consign/target/work"
+    assert (target / "test/i-am-ubuntu").exists()
+    assert "alias = example.local" in (target / "app/app.conf").read_text()
+    assert (target / "_/etc/example/app.env").read_text() == "ALIAS=example.local\n"
+
+    second = run("bash", "-c", main_job, cwd=example)
+    assert "ok: 0 components changed" in second.stdout
+
+
+def test_prod_builds_and_each_host_gets_its_platform(example: Path, tmp_path: Path) -> None:
+    built = run("bundle", "build", "prod", cwd=example)
+    assert built.stdout.count("built ") == 3
+
+    for host, platform in (("web1", "ubuntu"), ("web2", "ubuntu"), ("web3", "nixos")):
+        target = tmp_path / host / "target"
+        result = apply_json(example, host, target)
+        assert result["status"] == "ok"
+        work = target / "work"
+        assert (work / "test/base-component").exists()
+        assert (work / f"test/i-am-{platform}").exists()
+        other = "nixos" if platform == "ubuntu" else "ubuntu"
+        assert not (work / f"test/i-am-{other}").exists()
+        conf = (work / "app/app.conf").read_text()
+        assert f"listen = {host}.example.com:9090" in conf
+        assert "workers = 8" in conf
+        assert ("store = /nix/store" in conf) == (platform == "nixos")
+
+        again = apply_json(example, host, target)
+        assert again["changed"] == []
+
+    assert "alias = shop.example.com" in (tmp_path / "web3/target/work/app/app.conf").read_text()
+
+
+def test_an_edited_file_is_named_by_dry_run_and_restored_by_apply(example: Path, tmp_path: Path) -> None:
+    run("bundle", "build", "prod", "--host", "web1", cwd=example)
+    target = tmp_path / "target"
+    apply_json(example, "web1", target)
+    conf = target / "work/app/app.conf"
+    original = conf.read_text()
+    conf.write_text("tampered\n")
+
+    predicted = apply_json(example, "web1", target, "--dry-run")
+    assert predicted["changed"] == [
+        f"App > File('{conf}') > Content('{conf}')",
+        "App > Restart",
+    ]
+    assert conf.read_text() == "tampered\n"
+
+    applied = apply_json(example, "web1", target)
+    assert applied["changed"] == predicted["changed"]
+    assert conf.read_text() == original
+
+
+def test_exit_codes_of_the_console_scripts(example: Path, tmp_path: Path) -> None:
+    run("bundle", "build", "prod", cwd=example)
+    refused = run(
+        "executor", "apply", "bundles/prod/web1.bundle", "--host", "web2",
+        "--state-dir", str(tmp_path / "state"), cwd=example, check=False,
+    )
+    assert refused.returncode == 3
+    assert "this bundle is for host 'web1'" in refused.stderr
+
+    missing = run("bundle", "build", "nowhere", cwd=example, check=False)
+    assert missing.returncode == 1
+    assert "local, prod" in missing.stderr
+
+    usage = run("executor", "apply", cwd=example, check=False)
+    assert usage.returncode == 2

@@ -1,0 +1,253 @@
+"""executor apply: check the bundle, refuse other hosts, configure, deploy."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from builder.build import BuildOptions, build
+from executor.apply import ApplyOptions, ApplyStatus, apply_bundle
+from executor.deploy import RootStatus
+from executor.errors import BundleError, WrongTargetError
+from tests.deployments import deployment
+
+APP = """
+    from batou.component import Component, Attribute
+    from batou.lib.file import File
+
+    class App(Component):
+        workers = Attribute(int, default=2)
+
+        def configure(self):
+            self += File("app.conf", content="workers={{component.workers}}\\n")
+            self += File("/etc/app/alias", content="{{host.data['alias']}}\\n", leading=True)
+    """
+
+ENV = """
+    [environment]
+    target_directory = /srv/app
+
+    [host:web1]
+    components = app, !extra
+    data-alias = www.example.com
+
+    [host:web2]
+    components = app
+    data-alias = shop.example.com
+
+    [component:app]
+    workers = 4
+
+    [vfs]
+    sandbox = Developer
+    """
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "app": APP,
+            "extra": "from batou.component import Component\nclass Extra(Component):\n    pass\n",
+        },
+        environments={"prod": ENV},
+    )
+    build(BuildOptions("prod", repository=repo))
+    return repo / "bundles" / "prod"
+
+
+def options(bundles: Path, tmp_path: Path, host: str = "web1", **kw: object) -> ApplyOptions:
+    return ApplyOptions(
+        bundle=str(bundles / f"{host}.bundle"),
+        host=host,
+        target_directory=str(tmp_path / "target"),
+        state_directory=str(tmp_path / "state"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_apply_deploys_then_changes_nothing_the_second_time(built: Path, tmp_path: Path) -> None:
+    first = apply_bundle(options(built, tmp_path))
+
+    assert first.status is ApplyStatus.OK
+    assert (tmp_path / "target/work/app/app.conf").read_text() == "workers=4\n"
+    # Developer sandbox: absolute paths land below work/_.
+    assert (tmp_path / "target/work/_/etc/app/alias").read_text() == "www.example.com\n"
+    assert len(first.changed) == 4
+    assert first.skipped[0].name == "extra"
+
+    second = apply_bundle(options(built, tmp_path))
+    assert second.status is ApplyStatus.OK
+    assert second.changed == ()
+    assert second.to_json()["changed"] == []
+
+
+def test_dry_run_after_an_edit_names_the_component_and_changes_nothing(
+    built: Path, tmp_path: Path
+) -> None:
+    apply_bundle(options(built, tmp_path))
+    conf = tmp_path / "target/work/app/app.conf"
+    conf.write_text("workers=1\n")
+    os.utime(conf, (1_000_000, 1_000_000))
+
+    predicted = apply_bundle(options(built, tmp_path, dry_run=True))
+
+    assert predicted.status is ApplyStatus.OK
+    assert predicted.dry_run
+    assert predicted.changed == (
+        f"App > File('{tmp_path}/target/work/app/app.conf') > Content('{tmp_path}/target/work/app/app.conf')",
+    )
+    assert predicted.diffs[0].diff is not None
+    assert "-workers=1\n+workers=4\n" in predicted.diffs[0].diff
+    assert conf.read_text() == "workers=1\n"
+    assert conf.stat().st_mtime == 1_000_000
+
+    restored = apply_bundle(options(built, tmp_path))
+    assert restored.changed == predicted.changed
+    assert conf.read_text() == "workers=4\n"
+
+
+def test_a_bundle_for_another_host_is_refused_naming_both(built: Path, tmp_path: Path) -> None:
+    with pytest.raises(WrongTargetError) as caught:
+        apply_bundle(
+            ApplyOptions(
+                bundle=str(built / "web2.bundle"),
+                host="web1",
+                target_directory=str(tmp_path / "target"),
+                state_directory=str(tmp_path / "state"),
+            )
+        )
+
+    assert caught.value.message == (
+        "this bundle is for host 'web2' (web2), but this host is 'web1'"
+    )
+    assert not (tmp_path / "target").exists()
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_default_identity_is_the_machine_hostname(built: Path, tmp_path: Path) -> None:
+    with pytest.raises(WrongTargetError) as caught:
+        apply_bundle(
+            ApplyOptions(bundle=str(built / "web1.bundle"), state_directory=str(tmp_path / "state"))
+        )
+
+    assert f"but this host is {socket.gethostname()!r}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:-10], "is truncated"),
+        (lambda data: b"hello world, no bundle here", "is not a consign bundle"),
+        (lambda data: data + b"x", "bytes of trailing data"),
+        (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "does not match its sha256"),
+    ],
+    ids=["truncated", "not-a-bundle", "trailing", "flipped-byte"],
+)
+def test_a_damaged_bundle_is_refused_before_anything_changes(
+    built: Path, tmp_path: Path, damage: object, message: str
+) -> None:
+    path = built / "web1.bundle"
+    path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
+
+    with pytest.raises(BundleError) as caught:
+        apply_bundle(options(built, tmp_path))
+
+    assert message in caught.value.message
+    assert not (tmp_path / "target").exists()
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_failing_component_fails_the_run_and_later_roots_do_not_run(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "first": """
+                from batou.component import Component
+
+                class First(Component):
+                    def verify(self):
+                        raise AssertionError("needs work")
+
+                    def update(self):
+                        raise RuntimeError("disk on fire")
+                """,
+            "second": "from batou.component import Component\nclass Second(Component):\n    pass\n",
+        },
+        environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = first, second\n"},
+    )
+    build(BuildOptions("prod", repository=repo))
+
+    result = apply_bundle(options(repo / "bundles/prod", tmp_path))
+
+    assert result.status is ApplyStatus.FAILED
+    assert result.error is not None
+    assert result.error.message == "RuntimeError: disk on fire"
+    assert result.error.where == "First (components/first/component.py:8)"
+    assert [(r.name, r.status) for r in result.roots] == [
+        ("first", RootStatus.FAILED),
+        ("second", RootStatus.NOT_RUN),
+    ]
+    assert result.to_json()["status"] == "failed"
+
+
+def test_the_run_timeout_stops_a_slow_command(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "slow": """
+                from batou.component import Component
+
+                class Slow(Component):
+                    def verify(self):
+                        raise AssertionError()
+
+                    def update(self):
+                        self.cmd("sleep 30")
+                """
+        },
+        environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = slow\n"},
+    )
+    build(BuildOptions("prod", repository=repo))
+
+    result = apply_bundle(options(repo / "bundles/prod", tmp_path, timeout=0.5))
+
+    assert result.status is ApplyStatus.FAILED
+    assert result.error is not None
+    assert "command timed out after 0.5s: sleep 30" in result.error.message
+    assert result.duration_s < 10
+
+
+def test_configure_that_depends_on_the_host_is_caught_before_any_update(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "sneaky": f"""
+                import os
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class Sneaky(Component):
+                    def configure(self):
+                        self += File("always")
+                        if os.path.exists({str(flag)!r}):
+                            self += File("only-on-some-hosts")
+                """
+        },
+        environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = sneaky\n"},
+    )
+    build(BuildOptions("prod", repository=repo))
+    flag.write_text("")
+
+    result = apply_bundle(options(repo / "bundles/prod", tmp_path))
+
+    assert result.status is ApplyStatus.FAILED
+    assert result.error is not None
+    assert "configure on this host built another tree than the build did" in result.error.message
+    assert "only-on-some-hosts" in result.error.message
+    assert not (tmp_path / "target/work/sneaky/always").exists()
