@@ -1,33 +1,35 @@
 """``bundle build``: evaluate an environment once, write one bundle per host.
 
-Load the environment and the components, check what the environment names,
-configure every host's roots, and collect every error on the way: one
-problem on thirty hosts reads once, all problems are reported together, and
-nothing is written unless the whole build is clean.
+Snapshot the repository, and read everything from the snapshot (the
+environment file, the components, their templates), so that the builder
+configures exactly what hosts will configure. Check what the environment
+names, configure every host's roots, and collect every error on the way:
+one problem on thirty hosts reads once, all problems are reported together,
+and nothing is written unless the whole build is clean.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from executor import bundle as _bundle
 from executor.component import accepts_attribute, attribute_names
 from executor.configure import configure_host, tree_of
-from executor.environment import Environment
-from executor.errors import ConsignError, OverrideError
+from executor.errors import ConsignError, OverrideError, suggest
 from executor.fs import fsync_directory, stage_file
 from executor.loader import Registry, load_components
 from executor.model import HostModel, HostRecord, RootRecord, SkippedRoot, encode_model
-from executor.snapshot import write_tar
+from executor.snapshot import extract_tar, write_tar
 
 from .environment import EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, UnknownComponentError
 from .repository import Repository
+
+BUNDLE_SUFFIX = ".bundle"
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,8 @@ class BuildResult:
     out: Path
     hosts: tuple[BuiltHost, ...]
     skipped_hosts: tuple[SkippedHost, ...]
-    notes: tuple[str, ...] = field(default=())
-
-
-def _suggest(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"known: {', '.join(known) or '(none)'}"
+    removed: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def fqdn(name: str, host_domain: str | None) -> str:
@@ -78,45 +74,54 @@ def fqdn(name: str, host_domain: str | None) -> str:
     return f"{name}.{host_domain}"
 
 
-class _Build:
-    """One build: the inputs, and the errors found so far."""
+Overrides = dict[str, tuple[tuple[str, str], ...]]
 
-    def __init__(self, options: BuildOptions, repository: Repository) -> None:
+
+class _Build:
+    """One build: its inputs, and the errors found so far."""
+
+    def __init__(self, options: BuildOptions, config: EnvironmentConfig, registry: Registry) -> None:
         self.options = options
-        self.repository = repository
+        self.config = config
+        self.registry = registry
         self.errors: list[ConsignError] = []
 
-    def check_names(self, config: EnvironmentConfig, registry: Registry) -> None:
-        known = registry.names()
+    def _unknown_component(self, name: str) -> bool:
+        # A component directory that failed to load already has its error.
+        return name not in self.registry.classes and name not in self.registry.failed
+
+    def check_names(self) -> None:
+        config, known = self.config, self.registry.names()
         for host in config.hosts:
             for assignment in (*host.roots, *host.skipped):
-                if assignment.component not in registry.classes:
+                if self._unknown_component(assignment.component):
                     self.errors.append(
                         UnknownComponentError(
                             f"host {host.name!r} names component {assignment.component!r}, "
                             "which this deployment does not define",
                             where=str(assignment.location),
-                            hint=_suggest(assignment.component, known),
+                            hint=suggest(assignment.component, known),
                         )
                     )
         for section in config.overrides:
-            if section.component not in registry.classes:
+            if self._unknown_component(section.component):
                 self.errors.append(
                     UnknownComponentError(
                         f"[component:{section.component}] overrides a component this "
                         "deployment does not define",
                         where=str(section.location),
-                        hint=_suggest(section.component, known),
+                        hint=suggest(section.component, known),
                     )
                 )
         host_names = [h.name for h in config.hosts]
-        for option, names in (("--host", self.options.hosts), ("--skip-host", self.options.skip_hosts)):
+        options = (("--host", self.options.hosts), ("--skip-host", self.options.skip_hosts))
+        for option, names in options:
             for name in names:
                 if name not in host_names:
                     self.errors.append(
                         BuildError(
                             f"{option} {name}: environment {config.name!r} has no such host",
-                            hint=_suggest(name, host_names),
+                            hint=suggest(name, host_names),
                         )
                     )
         listed = sorted({a.component for h in config.hosts for a in (*h.roots, *h.skipped)})
@@ -125,51 +130,48 @@ class _Build:
                 self.errors.append(
                     BuildError(
                         f"--skip-component {name}: no host of {config.name!r} has this component",
-                        hint=_suggest(name.lower(), listed),
+                        hint=suggest(name.lower(), listed),
                     )
                 )
 
-    def overrides(self, config: EnvironmentConfig, registry: Registry) -> dict[str, tuple[tuple[str, str], ...]]:
-        """Valid overrides by component; bad ones become errors."""
-        result: dict[str, tuple[tuple[str, str], ...]] = {}
-        for section in config.overrides:
-            cls = registry.classes.get(section.component)
+    def overrides(self) -> tuple[Overrides, dict[str, dict[str, str]]]:
+        """Valid overrides by component, and where each was written."""
+        values: Overrides = {}
+        locations: dict[str, dict[str, str]] = {}
+        for section in self.config.overrides:
+            cls = self.registry.classes.get(section.component)
             if cls is None:
                 continue
             valid = []
             for override in section.overrides:
                 if accepts_attribute(cls, override.attribute):
                     valid.append((override.attribute, override.value))
+                    locations.setdefault(section.component, {})[override.attribute] = str(
+                        override.location
+                    )
                     continue
                 self.errors.append(
                     OverrideError(
                         f"[component:{section.component}] sets {override.attribute!r}, "
                         f"which {cls.__name__} does not have",
                         where=str(override.location),
-                        hint=_suggest(override.attribute, attribute_names(cls)),
+                        hint=suggest(override.attribute, attribute_names(cls)),
                     )
                 )
-            result[section.component] = tuple(sorted(valid))
-        return result
+            values[section.component] = tuple(sorted(valid))
+        return values, locations
 
-    def host_model(
-        self,
-        config: EnvironmentConfig,
-        host: HostConfig,
-        registry: Registry,
-        overrides: dict[str, tuple[tuple[str, str], ...]],
-    ) -> HostModel:
+    def host_model(self, host: HostConfig, overrides: Overrides) -> HostModel:
         skip = {name.lower() for name in self.options.skip_components}
         roots: list[RootRecord] = []
-        skipped: list[SkippedRoot] = []
-        for assignment in host.skipped:
-            skipped.append(
-                SkippedRoot(assignment.component, f"skipped in the environment ({assignment.location})")
-            )
+        skipped = [
+            SkippedRoot(a.component, f"skipped in the environment ({a.location})")
+            for a in host.skipped
+        ]
         for assignment in host.roots:
             if assignment.component in skip:
                 skipped.append(SkippedRoot(assignment.component, "skipped by --skip-component"))
-            elif assignment.component in registry.classes:
+            elif assignment.component in self.registry.classes:
                 roots.append(
                     RootRecord(
                         name=assignment.component,
@@ -177,7 +179,7 @@ class _Build:
                         overrides=overrides.get(assignment.component, ()),
                     )
                 )
-        record = config.record()
+        record = self.config.record()
         return HostModel(
             environment=record,
             host=HostRecord(
@@ -190,53 +192,79 @@ class _Build:
             skipped=tuple(skipped),
         )
 
-    def configure(self, model: HostModel, registry: Registry) -> HostModel:
+    def configure(
+        self, model: HostModel, base_dir: Path, locations: dict[str, dict[str, str]]
+    ) -> HostModel:
         """Configure the host's roots; record each root's tree in the model."""
-        configured, errors = configure_host(model, registry, base_dir=str(self.repository.root))
+        configured, errors = configure_host(
+            model, self.registry, base_dir=str(base_dir), override_locations=locations
+        )
         self.errors.extend(error.for_host(model.host.name) for error in errors)
-        target = Environment(model.environment).target_directory
-        trees = {c.record.name: tree_of(c.component, target) for c in configured}
+        trees = {c.record.name: tree_of(c.component) for c in configured}
         roots = tuple(replace(r, tree=trees.get(r.name, ())) for r in model.roots)
         return replace(model, roots=roots)
+
+    def select(self, host: HostConfig) -> str | None:
+        """Why `host` gets no bundle in this build, or None."""
+        if self.options.hosts and host.name not in self.options.hosts:
+            return "not selected by --host"
+        if host.ignored:
+            return f"ignored in the environment ({host.location})"
+        if host.name in self.options.skip_hosts:
+            return "skipped by --skip-host"
+        return None
 
 
 def build(options: BuildOptions) -> BuildResult:
     """Build the bundles of one environment; raise BuildFailed on any error."""
     repository = Repository.open(options.repository)
     out = (options.out or repository.root / "bundles").resolve()
-    run = _Build(options, repository)
-    config, environment_errors = load_environment(
-        repository.root, options.environment, platform=options.platform
-    )
+    snapshot = write_tar(repository.files(exclude=out), repository.source_time())
+    with tempfile.TemporaryDirectory(prefix="consign-build-") as scratch:
+        tree = Path(scratch, "repository")
+        # Configure from what hosts receive, not from the working tree: a
+        # file git ignores must fail the build, not the deploy.
+        extract_tar(snapshot, str(tree))
+        models, skipped_hosts, notes = _configure_all(options, tree)
+    return _write(options, models, skipped_hosts, notes, _bundle.compress(snapshot), out)
+
+
+def _configure_all(
+    options: BuildOptions, tree: Path
+) -> tuple[list[HostModel], list[SkippedHost], tuple[str, ...]]:
+    config, environment_errors = load_environment(tree, options.environment, platform=options.platform)
     if config is None:
         if len(environment_errors) == 1:
             raise environment_errors[0]
         raise BuildFailed(environment_errors)
+    registry, load_errors = load_components(tree)
+    run = _Build(options, config, registry)
     run.errors.extend(environment_errors)
-    registry, load_errors = load_components(repository.root)
     run.errors.extend(load_errors)
-    run.check_names(config, registry)
-    overrides = run.overrides(config, registry)
-
+    run.check_names()
+    overrides, locations = run.overrides()
     models: list[HostModel] = []
     skipped_hosts: list[SkippedHost] = []
     for host in config.hosts:
-        if options.hosts and host.name not in options.hosts:
+        reason = run.select(host)
+        if reason is not None:
+            skipped_hosts.append(SkippedHost(host.name, reason))
             continue
-        if host.ignored:
-            skipped_hosts.append(SkippedHost(host.name, f"ignored in the environment ({host.location})"))
-            continue
-        if host.name in options.skip_hosts:
-            skipped_hosts.append(SkippedHost(host.name, "skipped by --skip-host"))
-            continue
-        model = run.host_model(config, host, registry, overrides)
-        models.append(run.configure(model, registry))
+        models.append(run.configure(run.host_model(host, overrides), tree, locations))
     if run.errors:
-        raise BuildFailed(run.errors)
+        raise BuildFailed(run.errors, notes=config.notes)
+    return models, skipped_hosts, config.notes
 
-    files = repository.files(exclude=out)
-    snapshot = _bundle.compress(write_tar(files, repository.source_time()))
-    directory = out / config.name
+
+def _write(
+    options: BuildOptions,
+    models: list[HostModel],
+    skipped_hosts: list[SkippedHost],
+    notes: tuple[str, ...],
+    snapshot: bytes,
+    out: Path,
+) -> BuildResult:
+    directory = out / options.environment
     directory.mkdir(parents=True, exist_ok=True)
     # Stage every bundle, then rename them all: a failure midway leaves the
     # previous bundles in place.
@@ -244,9 +272,9 @@ def build(options: BuildOptions) -> BuildResult:
     built = []
     try:
         for model in models:
-            path = directory / f"{model.host.name}.bundle"
+            path = directory / f"{model.host.name}{BUNDLE_SUFFIX}"
             parts = _bundle.bundle_parts(
-                environment=config.name,
+                environment=options.environment,
                 host=model.host.name,
                 blobs=[("repo", snapshot), ("model", encode_model(model))],
             )
@@ -267,12 +295,28 @@ def build(options: BuildOptions) -> BuildResult:
         raise
     for temporary, path in staged:
         os.rename(temporary, path)
+    removed = _remove_stale(options, directory, {h.path for h in built})
     fsync_directory(str(directory))
     return BuildResult(
-        environment=config.name,
+        environment=options.environment,
         out=directory,
         hosts=tuple(built),
         skipped_hosts=tuple(skipped_hosts),
-        notes=config.notes,
+        removed=removed,
+        notes=notes,
     )
 
+
+def _remove_stale(options: BuildOptions, directory: Path, written: set[Path]) -> tuple[Path, ...]:
+    """After a whole-environment build, only this build's bundles remain.
+
+    A bundle of a host that was removed, ignored or skipped would otherwise
+    wait to be applied by mistake. A build of selected hosts (--host)
+    replaces those and leaves the others alone.
+    """
+    if options.hosts:
+        return ()
+    stale = sorted(p for p in directory.glob(f"*{BUNDLE_SUFFIX}") if p not in written)
+    for path in stale:
+        path.unlink()
+    return tuple(stale)

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from executor import __version__
-from executor.cli import guarded, stderr, stdout
+from executor.console import guarded, print_note, size, stdout, version_callback
 
 from .build import BuildOptions, BuildResult, build
 
@@ -22,38 +21,28 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        stdout.print(f"consign bundle {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", callback=version_callback("bundle"), is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Build signed, reproducible per-host bundles from a deployment repository."""
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def render_build(result: BuildResult) -> None:
     for note in result.notes:
-        stderr.print(f"[yellow]note:[/] {escape(note)}")
+        print_note(note)
     for host in result.hosts:
         roots = ", ".join(host.roots) or "(no components)"
-        stdout.print(f"[green]built[/]    {escape(host.name)}: {escape(str(host.path))} ({_size(host.size)}; {escape(roots)})")
+        stdout.print(f"[green]built[/]    {escape(host.name)}: {escape(str(host.path))} ({size(host.size)}; {escape(roots)})")
         for skipped in host.skipped:
             stdout.print(f"  [yellow]skipped[/]  {escape(skipped.name)}: {escape(skipped.reason)}")
+    for path in result.removed:
+        stdout.print(f"[yellow]removed[/]  {escape(str(path))}: its host is not built any more")
     for skipped_host in result.skipped_hosts:
         stdout.print(f"[yellow]skipped[/]  {escape(skipped_host.name)}: {escape(skipped_host.reason)}")
     count = len(result.hosts)
@@ -83,6 +72,9 @@ def build_command(
         str | None,
         typer.Option("--platform", help="Platform for hosts that do not set their own."),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors in deployment code.")
+    ] = False,
 ) -> None:
     """Evaluate ENVIRONMENT once and write one bundle per host."""
     options = BuildOptions(
@@ -94,7 +86,7 @@ def build_command(
         skip_components=tuple(skip_component or ()),
         platform=platform,
     )
-    render_build(guarded(lambda: build(options)))
+    render_build(guarded(lambda: build(options), verbose=verbose))
 
 
 def main() -> Any:

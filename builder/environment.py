@@ -12,7 +12,6 @@ with every problem found, so the builder can report them all at once.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import posixpath
 import re
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from executor.errors import ConsignError
+from executor.errors import ConsignError, closest
 from executor.model import EnvironmentRecord, FamilyRequirement, VfsMode, VfsRules
 
 from .errors import EnvironmentFileError, EnvironmentNotFound
@@ -139,14 +138,14 @@ def _not_found(repo: Path, name: str) -> EnvironmentNotFound:
     new_layout = f"{ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE}"
     if not existing:
         return EnvironmentNotFound(
-            f"environment {name!r} not found: there are no environments in {repo}"
+            f"environment {name!r} not found: this repository has no environments"
             f" (looked for {ENVIRONMENTS_DIR}/<name>/{ENVIRONMENT_FILE}"
             f" and {ENVIRONMENTS_DIR}/<name>.cfg)",
             hint=f"create {new_layout} with a [hosts] section,"
             " or point the builder at your deployment repository",
         )
-    close = difflib.get_close_matches(name, existing, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    close = closest(name, existing)
+    hint = f"did you mean {close!r}? " if close else ""
     return EnvironmentNotFound(
         f"environment {name!r} not found; existing environments: {', '.join(existing)}",
         hint=f"{hint}pick one of the existing environments or create {new_layout}",
@@ -168,7 +167,12 @@ def load_environment(
     be read at all.
     """
     if not _is_plain_name(name):
-        return None, [_not_found(repo, name)]
+        return None, [
+            EnvironmentNotFound(
+                f"{name!r} is not an environment name: names cannot contain '/' or be '.' or '..'",
+                hint=f"existing environments: {', '.join(environment_names(repo)) or '(none)'}",
+            )
+        ]
     new = Path(ENVIRONMENTS_DIR, name, ENVIRONMENT_FILE)
     old = Path(ENVIRONMENTS_DIR, f"{name}.cfg")
     has_new, has_old = (repo / new).is_file(), (repo / old).is_file()
@@ -397,11 +401,11 @@ class _Loader:
     def unknown_section(self, section: _Section) -> None:
         kind, colon, arg = section.name.partition(":")
         if colon:
-            close = difflib.get_close_matches(kind.strip(), _NAMED_SECTIONS, n=1)
-            guess = f"{close[0]}:{arg.strip()}" if close else None
+            close = closest(kind.strip(), _NAMED_SECTIONS)
+            guess = f"{close}:{arg.strip()}" if close else None
         else:
-            close = difflib.get_close_matches(section.name, _PLAIN_SECTIONS, n=1)
-            guess = close[0] if close else None
+            close = closest(section.name, _PLAIN_SECTIONS)
+            guess = close
         allowed = ", ".join(_ALLOWED_SECTIONS)
         self.error(
             section.line,
@@ -487,8 +491,8 @@ class _Loader:
         return settings
 
     def unknown_key(self, entry: _Entry, where: str, known: Sequence[str]) -> None:
-        close = difflib.get_close_matches(entry.key, known, n=1)
-        guess = f"did you mean {close[0]!r}? " if close else ""
+        close = closest(entry.key, known)
+        guess = f"did you mean {close!r}? " if close else ""
         self.error(
             entry.line,
             f"unknown key {entry.key!r} in {where}",

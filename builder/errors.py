@@ -8,15 +8,16 @@ both command lines. The families:
         ├── RepositoryError         not a deployment repository, or git failed
         ├── EnvironmentNotFound     no such environment (lists the existing ones)
         ├── EnvironmentFileError    a problem in an environment file (file:line)
-        ├── UnknownComponentError   the environment names a component nobody defines
-        └── BuildFailed             many errors, collected across all hosts
+        └── UnknownComponentError   the environment names a component nobody defines
+    ErrorList (executor.errors)
+    └── BuildFailed                 every error of a build, collected across all hosts
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from executor.errors import ConsignError, merge_errors
+from executor.errors import ConsignError, ErrorList, count
 
 
 class BuildError(ConsignError):
@@ -39,20 +40,13 @@ class UnknownComponentError(BuildError):
     code = "unknown-component"
 
 
-class BuildFailed(BuildError):
+class BuildFailed(ErrorList):
     """The build found errors; all of them, merged across hosts and sorted."""
 
     code = "build-failed"
 
-    def __init__(self, errors: Sequence[ConsignError]) -> None:
-        self.errors = merge_errors(errors)
-        count = len(self.errors)
-        super().__init__(
-            f"the build found {count} error{'s' if count != 1 else ''}; nothing was written"
-        )
-
-    def parts(self) -> list[ConsignError]:
-        return list(self.errors)
-
-    def render(self) -> str:
-        return "\n".join(error.render() for error in self.errors) + "\n" + self.message
+    def __init__(self, errors: Sequence[ConsignError], notes: Sequence[str] = ()) -> None:
+        super().__init__(errors, "")
+        self.message = f"the build found {count(len(self.errors), 'error')}; nothing was written"
+        # Notes on the environment, shown with the errors.
+        self.notes = tuple(notes)

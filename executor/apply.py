@@ -15,20 +15,29 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import bundle as _bundle
-from .configure import configure_host, first_tree_difference, tree_of
+from .configure import ConfiguredRoot, configure_host, first_tree_difference, tree_of
 from .decode import DecodeError
 from .canonical import CanonicalError
 from .environment import Environment
-from .deploy import RootOutcome, RootStatus, deploy_roots
-from .errors import BundleError, ConfigurationError, ConsignError, WrongTargetError
+from .deploy import DeployOutcome, RootOutcome, RootStatus, deploy_roots
+from .errors import (
+    BundleError,
+    ConfigurationError,
+    ConsignError,
+    ErrorList,
+    RunTimeoutError,
+    StateError,
+    WrongTargetError,
+    count,
+)
 from .loader import load_components
 from .model import HostModel, decode_model
-from .run import FileDiff, Level, LogEntry, RunContext
+from .run import DeadlineReached, FileDiff, LogEntry, RunContext, alarm, interruptible
 from .snapshot import extract_tar
 
 DEFAULT_STATE_DIR = "/var/lib/consign"
@@ -140,7 +149,9 @@ def _load_model(bundle: _bundle.Bundle) -> HostModel:
     manifest = bundle.manifest
     if (model.host.name, model.environment.name) != (manifest.host, manifest.environment):
         raise BundleError(
-            "the bundle's model and manifest disagree about host or environment",
+            f"the bundle's manifest names host {manifest.host!r} in {manifest.environment!r}, "
+            f"its model host {model.host.name!r} in {model.environment.name!r}",
+            hint="the bundle was assembled from different builds; build it again",
         )
     return model
 
@@ -152,9 +163,15 @@ def unpack_snapshot(bundle: _bundle.Bundle, state_directory: str) -> Path:
     final = store / entry.sha256
     if final.is_dir():
         return final
-    store.mkdir(parents=True, exist_ok=True)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=store)
+    except OSError as exc:
+        raise StateError(
+            f"cannot use the state directory {state_directory}: {exc.strerror}",
+            hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
+        ) from None
     tar = _bundle.decompress(bundle.blobs["repo"], max_size=MAX_SNAPSHOT_BYTES)
-    work = tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=store)
     try:
         # extract_tar wants a new directory; the work directory keeps the
         # half-written tree out of the store's namespace until it is whole.
@@ -164,6 +181,30 @@ def unpack_snapshot(bundle: _bundle.Bundle, state_directory: str) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _configure(
+    model: HostModel, repository: Path, target: str | None
+) -> tuple[list[ConfiguredRoot], ConsignError | None]:
+    """Configure this host's roots and check they form the build's trees."""
+    registry, errors = load_components(repository)
+    if errors:
+        return [], ErrorList(errors, f"{count(len(errors), 'component file')} failed to load")
+    configured, errors = configure_host(
+        model, registry, target_directory=target, base_dir=str(repository)
+    )
+    if errors:
+        return [], ErrorList(errors, f"configure failed on this host ({count(len(errors), 'error')})")
+    for root in configured:
+        difference = first_tree_difference(root.record.tree, tree_of(root.component))
+        if difference:
+            return [], ConfigurationError(
+                f"configure on this host built another tree than the build did: {difference}",
+                where=root.record.name,
+                hint="configure must not depend on the host it runs on; "
+                "compute host-specific values in verify/update",
+            )
+    return configured, None
 
 
 def apply_bundle(options: ApplyOptions) -> ApplyResult:
@@ -178,61 +219,36 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
     model = _load_model(bundle)
     check_target(model, options.host or this_host())
     repository = unpack_snapshot(bundle, options.state_directory)
-
-    def result(
-        roots: tuple[RootOutcome, ...],
-        error: ConsignError | None,
-        run: RunContext | None = None,
-        target: str = "",
-    ) -> ApplyResult:
-        return ApplyResult(
-            host=model.host.name,
-            environment=model.environment.name,
-            bundle_digest=bundle.digest,
-            status=ApplyStatus.OK if error is None else ApplyStatus.FAILED,
-            dry_run=options.dry_run,
-            roots=roots,
-            duration_s=time.monotonic() - started,
-            log=tuple(run.log) if run else (),
-            diffs=tuple(run.diffs) if run else (),
-            error=error,
-            target_directory=target,
-        )
-
-    registry, errors = load_components(repository)
-    if errors:
-        return result((), errors[0])
-    target = options.target_directory
-    if target is not None:
-        target = os.path.abspath(target)
-    configured, errors = configure_host(
-        model, registry, target_directory=target, base_dir=str(repository)
-    )
-    if errors:
-        return result((), errors[0])
+    target = None if options.target_directory is None else os.path.abspath(options.target_directory)
     target_directory = Environment(model.environment, target_directory=target).target_directory
-    for root in configured:
-        difference = first_tree_difference(
-            root.record.tree, tree_of(root.component, target_directory)
-        )
-        if difference:
-            return result(
-                (),
-                ConfigurationError(
-                    f"configure on this host built another tree than the build did: {difference}",
-                    where=root.record.name,
-                    hint="configure must not depend on the host it runs on; "
-                    "compute host-specific values in verify/update",
-                ),
-                target=target_directory,
-            )
-    run = RunContext(
-        predicting=options.dry_run,
-        deadline=deadline,
-        command_timeout=model.environment.timeout,
-    )
     skipped = [(s.name, s.reason) for s in model.skipped]
-    outcome = deploy_roots(configured, run, skipped=skipped)
-    if outcome.error is not None:
-        run.emit(outcome.error.where or "", outcome.error.message, Level.WARNING)
-    return result(outcome.roots, outcome.error, run, target_directory)
+    run = RunContext(
+        predicting=options.dry_run, deadline=deadline, command_timeout=model.environment.timeout
+    )
+    with alarm(options.timeout):
+        try:
+            with interruptible():
+                configured, error = _configure(model, repository, target)
+        except DeadlineReached:
+            error = RunTimeoutError(
+                "the run exceeded its time limit while configuring", hint="raise --timeout"
+            )
+        if error is None:
+            outcome = deploy_roots(configured, run, skipped=skipped)
+        else:
+            not_run = [RootOutcome(r.name, RootStatus.NOT_RUN, reason="configure failed") for r in model.roots]
+            skips = [RootOutcome(n, RootStatus.SKIPPED, reason=why) for n, why in skipped]
+            outcome = DeployOutcome(tuple(not_run + skips), error)
+    return ApplyResult(
+        host=model.host.name,
+        environment=model.environment.name,
+        bundle_digest=bundle.digest,
+        status=ApplyStatus.OK if outcome.error is None else ApplyStatus.FAILED,
+        dry_run=options.dry_run,
+        roots=outcome.roots,
+        duration_s=time.monotonic() - started,
+        log=tuple(run.log),
+        diffs=tuple(run.diffs),
+        error=outcome.error,
+        target_directory=target_directory,
+    )

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .apply import DEFAULT_STATE_DIR, ApplyOptions, ApplyResult, ApplyStatus, apply_bundle, error_to_json
+from .apply import (
+    DEFAULT_STATE_DIR,
+    ApplyOptions,
+    ApplyResult,
+    ApplyStatus,
+    apply_bundle,
+    error_to_json,
+)
+from .console import guarded, print_error, print_json, stdout, version_callback
 from .deploy import RootStatus
-from .errors import ConsignError, ExitCode, exit_code_for
+from .errors import ConsignError, ExitCode
 from .run import Level
 
 app = typer.Typer(
@@ -27,54 +29,40 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-
-T = TypeVar("T")
-
-
-def print_error(error: ConsignError) -> None:
-    parts = error.parts()
-    for part in parts:
-        stderr.print(f"[bold red]error:[/] {escape(part.render())}")
-    if parts != [error]:
-        stderr.print(f"[bold red]{escape(error.message)}[/]")
-
-
-def guarded(action: Callable[[], T], *, json_output: bool = False) -> T:
-    """Run `action`; turn errors into messages and exit codes, in one place."""
-    try:
-        return action()
-    except ConsignError as error:
-        if json_output:
-            stdout.print_json(data={"status": "refused", "error": error_to_json(error)})
-        else:
-            print_error(error)
-        raise typer.Exit(exit_code_for(error)) from None
-    except KeyboardInterrupt:
-        stderr.print("[red]interrupted[/]")
-        raise typer.Exit(ExitCode.FAILED) from None
-    except typer.Exit:
-        raise
-    except Exception:  # noqa: BLE001 - the last line of defence
-        stderr.print("[bold red]internal error:[/] this is a bug in consign; please report it:")
-        stderr.print(escape(traceback.format_exc()))
-        raise typer.Exit(ExitCode.INTERNAL) from None
-
-
-def _version(value: bool) -> None:
-    if value:
-        stdout.print(f"consign executor {__version__}")
-        raise typer.Exit()
-
 
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", callback=version_callback("executor"), is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Verify and apply consign bundles on this host."""
+
+
+def refused_json(host: str | None) -> Any:
+    """The --json shape of a run that never started: same keys, nothing done."""
+
+    def shape(error: ConsignError) -> dict[str, Any]:
+        return {
+            "host": host,
+            "environment": None,
+            "bundle": None,
+            "status": "refused",
+            "dry_run": None,
+            "changed": [],
+            "skipped": [],
+            "roots": [],
+            "diffs": [],
+            "log": [],
+            "error": error_to_json(error),
+            "target_directory": None,
+            "duration_s": 0.0,
+        }
+
+    return shape
 
 
 def render_result(result: ApplyResult, verbose: bool) -> None:
@@ -106,7 +94,7 @@ def render_result(result: ApplyResult, verbose: bool) -> None:
         stdout.print(f"[bold green]ok[/]: {summary}")
     else:
         assert result.error is not None
-        print_error(result.error)
+        print_error(result.error, verbose=verbose)
         stdout.print(f"[bold red]failed[/]: {summary} before the failure")
 
 
@@ -131,7 +119,10 @@ def apply(
         float | None, typer.Option(min=0.001, help="Stop the whole run after this many seconds.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show commands run.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Also show commands run, and tracebacks of failures."),
+    ] = False,
 ) -> None:
     """Verify a bundle and apply it to this host."""
     options = ApplyOptions(
@@ -142,9 +133,11 @@ def apply(
         dry_run=dry_run,
         timeout=timeout,
     )
-    result = guarded(lambda: apply_bundle(options), json_output=json_output)
+    result = guarded(
+        lambda: apply_bundle(options), json_error=refused_json(host) if json_output else None
+    )
     if json_output:
-        sys.stdout.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
+        print_json(result.to_json())
     else:
         render_result(result, verbose)
     if result.status is not ApplyStatus.OK:

@@ -33,7 +33,7 @@ import posixpath
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 from . import run as _run
@@ -104,6 +104,12 @@ class ConfigString(str):
     """
 
 
+class _Override(ConfigString):
+    """An override's value; knows where it was written, for errors."""
+
+    location: str | None = None
+
+
 def _parse_bool(value: str) -> bool:
     text = value.strip().lower()
     if text in ("true", "yes", "on", "1"):
@@ -164,6 +170,15 @@ class Attribute:
         self.name = name
 
     def convert(self, component: Component, value: str) -> Any:
+        try:
+            return self._convert(component, value)
+        except ConsignError as exc:
+            location = getattr(value, "location", None)
+            if location and not exc.where:
+                exc.where = location
+            raise
+
+    def _convert(self, component: Component, value: str) -> Any:
         label = f"{type(component).__name__}.{self.name}"
         text = str(value)
         if self.expand and getattr(component, "host", None) is not None:
@@ -348,7 +363,7 @@ def _class_defdir(cls: type) -> str | None:
 
 
 @contextlib.contextmanager
-def _working_directory(path: str | None) -> Iterator[None]:
+def working_directory(path: str | None) -> Iterator[None]:
     if not path or not os.path.isdir(path):
         yield
         return
@@ -363,7 +378,7 @@ def _working_directory(path: str | None) -> Iterator[None]:
 _VERIFY_PREDICTS: dict[Any, bool] = {}
 
 
-def _accepts_predicting(method: Callable[..., Any]) -> bool:
+def accepts_predicting(method: Callable[..., Any]) -> bool:
     func = getattr(method, "__func__", method)
     known = _VERIFY_PREDICTS.get(func)
     if known is None:
@@ -554,8 +569,13 @@ class Component:
         defdir: str,
         features: Sequence[str] = (),
         overrides: Sequence[tuple[str, str]] = (),
+        override_locations: Mapping[str, str] | None = None,
     ) -> None:
-        """Configure this component as the root `name` of `host`."""
+        """Configure this component as the root `name` of `host`.
+
+        `override_locations` names where each override was written
+        (``environments/prod/environment.cfg:12``), for errors.
+        """
         self.parent = None
         self.root = self
         self.host = host
@@ -580,15 +600,18 @@ class Component:
         else:
             self.features = list(declared or [])
         self._consign.prepared_context = True
-        try:
-            for key, value in overrides:
-                self._apply_override(key, value)
-        except ConsignError as exc:
-            locate(exc, self, None)
-            raise
+        locations = override_locations or {}
+        for key, value in overrides:
+            try:
+                self._apply_override(key, value, locations.get(key))
+            except ConsignError as exc:
+                if locations.get(key) and not exc.where:
+                    exc.where = locations[key]
+                locate(exc, self, None)
+                raise
         self._configure()
 
-    def _apply_override(self, key: str, value: str) -> None:
+    def _apply_override(self, key: str, value: str, location: str | None) -> None:
         cls = type(self)
         if not accepts_attribute(cls, key):
             known = attribute_names(cls)
@@ -597,7 +620,8 @@ class Component:
                 hint=f"{cls.__name__}'s attributes: {', '.join(known) or '(none)'}",
             )
         if isinstance(inspect.getattr_static(cls, key, None), Attribute):
-            value = ConfigString(value)
+            value = _Override(value)
+            value.location = location
         else:
             try:
                 value = self.expand(value)
@@ -620,7 +644,7 @@ class Component:
         self._ = None
         try:
             self._resolve_attributes()
-            with _working_directory(self.defdir):
+            with working_directory(self.defdir):
                 self.configure()
             variant = platform_variant(type(self), self.host.platform)
             if variant is not None:
@@ -710,7 +734,7 @@ class Component:
     def template(self, filename: str, component: Component | None = None, **kw: Any) -> str:
         """Render the template file `filename` (relative to defdir)."""
         path = filename if filename.startswith("/") else posixpath.join(self.defdir, filename)
-        name = _display_path(path, self.environment.base_dir)
+        name = display_path(path, self.environment.base_dir)
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -718,7 +742,7 @@ class Component:
             raise TemplateError(
                 f"template {name} does not exist",
                 hint=f"relative template names resolve against the component's directory "
-                f"({_display_path(self.defdir, self.environment.base_dir)}); "
+                f"({display_path(self.defdir, self.environment.base_dir)}); "
                 "add the file there or fix the name",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -803,8 +827,9 @@ class Component:
         try:
             stdout, stderr = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
-            stdout, stderr = _drain(process)
+            with _run.shielded():
+                _kill_group(process)
+                stdout, stderr = _drain(process)
             raise CommandError(
                 f"command timed out after {limit:.1f}s: {text}",
                 command=text,
@@ -813,6 +838,14 @@ class Component:
                 stderr=stderr,
                 hint="raise [environment] timeout or --timeout, or make the command faster",
             ) from None
+        except BaseException:
+            # Interrupted (the run's alarm, ^C): leave no command behind.
+            with _run.shielded():
+                _kill_group(process)
+                for pipe in (process.stdout, process.stderr):
+                    if pipe is not None:
+                        pipe.close()
+            raise
         if process.returncode != 0 and not ignore_returncode:
             raise CommandError(
                 f"command exited with {process.returncode}: {text}"
@@ -932,7 +965,7 @@ def accepts_attribute(cls: type, key: str) -> bool:
     return not callable(value)
 
 
-def _display_path(path: str, base: str | None) -> str:
+def display_path(path: str, base: str | None) -> str:
     """`path` relative to the deployment repository, for messages."""
     if base and path.startswith(base.rstrip("/") + "/"):
         return path[len(base.rstrip("/")) + 1 :]
@@ -970,4 +1003,5 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 

@@ -7,7 +7,8 @@ its own host only; both must build the same tree, which the model records
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .component import Component, user_location
@@ -17,7 +18,6 @@ from .loader import Registry
 from .model import HostModel, RootRecord
 from .utils import family_defaults
 
-TARGET_PLACEHOLDER = "{target}"
 
 
 @dataclass
@@ -42,8 +42,13 @@ def configure_host(
     *,
     target_directory: str | None = None,
     base_dir: str | None = None,
+    override_locations: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[ConfiguredRoot], list[ConsignError]]:
-    """Configure every root of `model`; collect the errors of all roots."""
+    """Configure every root of `model`; collect the errors of all roots.
+
+    `override_locations` maps root name and attribute to where the override
+    was written, for errors (the builder knows; a host does not).
+    """
     host, environment = runtime_objects(
         model, target_directory=target_directory, base_dir=base_dir
     )
@@ -52,7 +57,8 @@ def configure_host(
     with family_defaults(model.environment.require_v4, model.environment.require_v6):
         for record in model.roots:
             try:
-                component = configure_root(record, registry, host, environment)
+                locations = (override_locations or {}).get(record.name)
+                component = configure_root(record, registry, host, environment, locations)
             except ConsignError as exc:
                 errors.append(exc)
                 continue
@@ -61,7 +67,11 @@ def configure_host(
 
 
 def configure_root(
-    record: RootRecord, registry: Registry, host: Host, environment: Environment
+    record: RootRecord,
+    registry: Registry,
+    host: Host,
+    environment: Environment,
+    override_locations: Mapping[str, str] | None = None,
 ) -> Component:
     """Instantiate and configure one root component."""
     cls = registry.classes.get(record.name)
@@ -88,6 +98,7 @@ def configure_root(
         defdir=registry.defdirs[record.name],
         features=record.features,
         overrides=record.overrides,
+        override_locations=override_locations,
     )
     return component
 
@@ -99,20 +110,50 @@ def walk(component: Component) -> Iterator[Component]:
         yield from walk(child)
 
 
-def tree_of(component: Component, target_directory: str) -> tuple[str, ...]:
-    """Breadcrumbs of a configured tree, with the target directory abstracted.
+def _places(environment: Environment) -> list[tuple[str, str]]:
+    places = [(environment.target_directory, "{target}"), (os.path.expanduser("~"), "{home}")]
+    if environment.base_dir:
+        places.append((environment.base_dir, "{repository}"))
+    # Longest first: a target inside the home directory is {target}.
+    return sorted(((p.rstrip("/") or "/", t) for p, t in places), key=lambda p: -len(p[0]))
 
-    The executor may place the deployment elsewhere (``--target-dir``), so
-    the target directory is written as ``{target}`` in both trees.
+
+def _abstract(value: str, places: list[tuple[str, str]]) -> str:
+    for prefix, token in places:
+        if value == prefix or value.startswith(prefix + "/"):
+            return token + value[len(prefix) :]
+    return value
+
+
+def tree_of(component: Component) -> tuple[str, ...]:
+    """Breadcrumbs of a configured tree, with machine-specific places abstracted.
+
+    The builder and the host see the target directory (``--target-dir``),
+    the repository (a checkout, or the host's store) and the home directory
+    at different paths; both trees write them as ``{target}``,
+    ``{repository}`` and ``{home}``, so that equal configurations compare
+    equal and the model holds no path of the machine that built it.
     """
-    return tuple(
-        c._breadcrumbs.replace(target_directory, TARGET_PLACEHOLDER) for c in walk(component)
-    )
+    places = _places(component.environment)
+    trees = []
+    for c in walk(component):
+        parts = []
+        node: Component | None = c
+        while node is not None:
+            name = type(node).namevar
+            if name:
+                value = _abstract(str(node.__dict__.get(name)), places)
+                parts.append(f"{type(node).__name__}({value!r})")
+            else:
+                parts.append(type(node).__name__)
+            node = node.parent
+        trees.append(" > ".join(reversed(parts)))
+    return tuple(trees)
 
 
 def first_tree_difference(expected: tuple[str, ...], actual: tuple[str, ...]) -> str | None:
     """Describe the first place where two trees differ, or None."""
-    for index, (want, got) in enumerate(zip(expected, actual)):
+    for index, (want, got) in enumerate(zip(expected, actual, strict=False)):
         if want != got:
             return f"component {index + 1}: the build had {want!r}, this host has {got!r}"
     if len(expected) > len(actual):

@@ -54,9 +54,6 @@ class Fields:
         self._seen.add(key)
         return self._data[key]
 
-    def has(self, key: str) -> bool:
-        return key in self._data
-
     def string(self, key: str) -> str:
         value = self._get(key)
         if not isinstance(value, str):
@@ -82,18 +79,6 @@ class Fields:
             self._seen.add(key)
             return None
         return self.integer(key, minimum=minimum)
-
-    def boolean(self, key: str) -> bool:
-        value = self._get(key)
-        if not isinstance(value, bool):
-            raise DecodeError(self.path(key), f"expected bool, got {_type_name(value)}")
-        return value
-
-    def binary(self, key: str) -> bytes:
-        value = self._get(key)
-        if not isinstance(value, bytes):
-            raise DecodeError(self.path(key), f"expected bin, got {_type_name(value)}")
-        return value
 
     def array(self, key: str, item: Callable[[object, str], T]) -> tuple[T, ...]:
         value = self._get(key)

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .component import Component, _accepts_predicting, _working_directory, locate, user_location
+from .component import Component, accepts_predicting, working_directory, locate, user_location
 from .configure import ConfiguredRoot
-from .errors import ConsignError, DeployError, NotConvergedError
-from .run import RunContext, running
+from .errors import ConsignError, DeployError, NotConvergedError, RunTimeoutError
+from .run import DeadlineReached, RunContext, interruptible, running
 
 
 class RootStatus(enum.Enum):
@@ -99,7 +99,7 @@ class _RootRun:
 
 
 def _verify(component: Component, predicting: bool) -> None:
-    if _accepts_predicting(component.verify):
+    if accepts_predicting(component.verify):
         component.verify(predicting=predicting)  # type: ignore[call-arg]
     else:
         component.verify()
@@ -113,7 +113,7 @@ def _deploy(component: Component, state: _RootRun) -> None:
             component.changed = True
     run = state.run
     crumbs = component._breadcrumbs
-    run.check_deadline(crumbs)
+    run.check_deadline()
     workdir = component.workdir
     try:
         if workdir and not run.predicting and not os.path.isdir(workdir):
@@ -122,7 +122,7 @@ def _deploy(component: Component, state: _RootRun) -> None:
             # A dry run creates nothing: verify in an empty directory, where
             # relative paths find nothing, as in the workdir-to-be.
             workdir = state.empty_directory
-        with _working_directory(workdir), component:
+        with interruptible(), working_directory(workdir), component:
             try:
                 _verify(component, run.predicting)
             except AssertionError:
@@ -132,8 +132,18 @@ def _deploy(component: Component, state: _RootRun) -> None:
                     return
                 state.before_update(component)
                 component.update()
+                run.check_deadline()
                 if component.converges:
                     _reverify(component)
+    except DeadlineReached as exc:
+        raise locate(
+            RunTimeoutError(
+                "the run exceeded its time limit",
+                hint="raise --timeout, or look at what took long in the run's log",
+            ),
+            component,
+            user_location(exc),
+        ) from None
     except ConsignError as exc:
         # Re-raise as is: 'from None' would drop the cause the error carries.
         locate(exc, component, user_location(exc))

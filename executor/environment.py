@@ -53,12 +53,21 @@ class Environment:
         self.require_v4: FamilyRequirement = record.require_v4
         self.require_v6: FamilyRequirement = record.require_v6
         self.vfs = record.vfs
+        # `~` is the home of the user who runs the build or the apply.
+        self.configured_target = posixpath.normpath(os.path.expanduser(record.target_directory))
         target = target_directory if target_directory is not None else record.target_directory
         self.target_directory = posixpath.normpath(os.path.expanduser(target))
         self.workdir_base = posixpath.join(self.target_directory, "work")
 
     def map(self, path: str) -> str:
-        """Rewrite an absolute path by the environment's VFS rules."""
+        """Rewrite an absolute path: relocate it with the target, then by VFS.
+
+        A path below the environment's target_directory moves along when the
+        executor deploys elsewhere (``--target-dir``).
+        """
+        if self.configured_target != self.target_directory and _under(path, self.configured_target):
+            rest = path[len(self.configured_target) :].lstrip("/")
+            path = posixpath.join(self.target_directory, rest) if rest else self.target_directory
         return map_path(path, self.vfs, self.target_directory)
 
     def __repr__(self) -> str:

@@ -14,6 +14,8 @@ such by the command line.
     │   ├── OverrideError          an override names no attribute of the root
     │   ├── TemplateError          a template failed to render
     │   └── ModeError              a file mode that is not octal or rwx notation
+    ├── ErrorList                  several errors at once (a build, a host's configure)
+    ├── StateError                 the state directory cannot be read or written
     ├── DeployError                applying a component failed
     │   ├── CommandError           a command exited non-zero or timed out
     │   ├── NotConvergedError      update() ran but verify() still fails
@@ -29,8 +31,10 @@ Both command lines map these to exit codes in one place (:class:`ExitCode`).
 
 from __future__ import annotations
 
+import difflib
 import enum
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 
 class ConsignError(Exception):
@@ -144,6 +148,12 @@ class RunTimeoutError(DeployError):
     code = "run-timeout"
 
 
+class StateError(ConsignError):
+    """The executor's state directory cannot be used."""
+
+    code = "state-directory"
+
+
 class RefusedError(ConsignError):
     code = "refused"
 
@@ -169,7 +179,49 @@ def merge_errors(errors: Sequence[ConsignError]) -> list[ConsignError]:
             merged[key].hosts = tuple(sorted({*merged[key].hosts, *error.hosts}))
         else:
             merged[key] = error
-    return sorted(merged.values(), key=lambda e: (e.where or "", e.message, e.hosts))
+    return sorted(merged.values(), key=lambda e: (natural_key(e.where or ""), e.message, e.hosts))
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders 'cfg:3' before 'cfg:12'."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
+    )
+
+
+class ErrorList(ConsignError):
+    """Several errors reported together: merged across hosts and sorted."""
+
+    code = "errors"
+
+    def __init__(self, errors: Sequence[ConsignError], summary: str) -> None:
+        self.errors = merge_errors(errors)
+        super().__init__(summary)
+
+    def parts(self) -> list[ConsignError]:
+        return list(self.errors)
+
+    def render(self) -> str:
+        return "\n".join(error.render() for error in self.errors) + "\n" + self.message
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name `name` was probably meant to be, for "did you mean" hints."""
+    matches = difflib.get_close_matches(name, list(known), n=1)
+    return matches[0] if matches else None
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """A hint: "did you mean 'x'?", or the list of known names."""
+    guess = closest(name, known)
+    if guess is not None:
+        return f"did you mean {guess!r}?"
+    return f"known: {', '.join(known) or '(none)'}"
+
+
+def count(number: int, noun: str) -> str:
+    """'1 error', '2 errors'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class ExitCode(enum.IntEnum):

@@ -10,6 +10,7 @@ named by its lowercased class name.
 from __future__ import annotations
 
 import ast
+import linecache
 import importlib
 import sys
 import types
@@ -22,16 +23,24 @@ from .errors import ComponentLoadError, ConsignError
 COMPONENT_FILE = "component.py"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Registry:
     """Component classes by name, and the directory each root comes from."""
 
     classes: dict[str, type[Component]] = field(default_factory=dict)
     defdirs: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    # Component directories whose file failed to load: the names they would
+    # have defined are unknown, so "no such component" would mislead.
+    failed: set[str] = field(default_factory=set)
 
     def names(self) -> list[str]:
-        return sorted(self.classes)
+        """Names the deployment itself defines (not imported library classes)."""
+        return sorted(
+            name
+            for name, cls in self.classes.items()
+            if cls.__module__.startswith(COMPONENT_MODULE_PREFIX)
+        )
 
 
 def _package() -> types.ModuleType:
@@ -75,6 +84,7 @@ def load_components(repository: Path) -> tuple[Registry, list[ConsignError]]:
         relative = path.relative_to(repository).as_posix()
         module = _load_module(path, directory.name, relative, root, package, errors)
         if module is None:
+            registry.failed.add(directory.name.lower())
             continue
         _register(module, directory, relative, registry, errors)
     return registry, errors
@@ -90,11 +100,15 @@ def _load_module(
 ) -> types.ModuleType | None:
     try:
         source = path.read_text(encoding="utf-8")
-        tree = ast.parse(source, filename=str(path))
+        tree = ast.parse(source, filename=relative)
         # Some syntax errors ('return' outside a function, ...) only show
         # when compiling. dont_inherit: this module's `from __future__
         # import annotations` must not leak into the user's file.
-        code = compile(tree, str(path), "exec", dont_inherit=True)
+        # Tracebacks name the file as the repository does; the builder's
+        # copy of it is gone by the time they are shown, so linecache keeps
+        # the source.
+        code = compile(tree, relative, "exec", dont_inherit=True)
+        linecache.cache[relative] = (len(source), None, source.splitlines(True), relative)
     except SyntaxError as exc:
         errors.append(
             ComponentLoadError(

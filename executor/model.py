@@ -96,10 +96,6 @@ def _pairs(pairs: tuple[tuple[str, str], ...], what: str) -> dict[str, str]:
     return result
 
 
-def _family_to_data(value: FamilyRequirement) -> bool | str:
-    return value
-
-
 def _family_from(fields: Fields, key: str) -> FamilyRequirement:
     value = fields.raw(key)
     if value is True or value is False or value == "optional":
@@ -119,8 +115,8 @@ def model_to_data(model: HostModel) -> dict[str, Any]:
             "platform": env.platform,
             "timeout": env.timeout,
             "jobs": env.jobs,
-            "require_v4": _family_to_data(env.require_v4),
-            "require_v6": _family_to_data(env.require_v6),
+            "require_v4": env.require_v4,
+            "require_v6": env.require_v6,
             "vfs": {
                 "mode": env.vfs.mode.value,
                 "rules": [[prefix, target] for prefix, target in env.vfs.rules],

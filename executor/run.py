@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -59,12 +61,11 @@ class RunContext:
             return None
         return self.deadline - time.monotonic()
 
-    def check_deadline(self, where: str) -> None:
+    def check_deadline(self) -> None:
         left = self.time_left()
         if left is not None and left <= 0:
             raise RunTimeoutError(
                 "the run exceeded its time limit",
-                where=where,
                 hint="raise --timeout, or look at what took long in the run's log",
             )
 
@@ -91,3 +92,65 @@ def running(context: RunContext) -> Iterator[RunContext]:
         yield context
     finally:
         _current.reset(token)
+
+
+class DeadlineReached(BaseException):
+    """Raised by the run's alarm when its time is up.
+
+    A BaseException, so that deployment code catching Exception cannot
+    swallow it; the deploy loop turns it into a RunTimeoutError.
+    """
+
+
+# Only deployment code (configure, verify, update, handlers) is interrupted;
+# consign's own bookkeeping between them never is, and sees the deadline
+# through RunContext.check_deadline instead.
+_interruptible = False
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    if _interruptible:
+        raise DeadlineReached()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Let the run's alarm interrupt the block."""
+    global _interruptible
+    previous, _interruptible = _interruptible, True
+    try:
+        yield
+    finally:
+        _interruptible = previous
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Keep the run's alarm out of the block (cleanup that must finish)."""
+    global _interruptible
+    previous, _interruptible = _interruptible, False
+    try:
+        yield
+    finally:
+        _interruptible = previous
+
+
+@contextlib.contextmanager
+def alarm(seconds: float | None) -> Iterator[None]:
+    """Interrupt `interruptible` blocks once `seconds` have passed.
+
+    Main thread only (elsewhere a no-op). Checks between components and
+    command timeouts bound most of a run; the alarm also stops Python code
+    that loops or sleeps. It repeats every 0.1 s once due, so a block
+    entered after the deadline is stopped too.
+    """
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.1)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,10 +24,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import ConfigurationError
+from .model import FamilyRequirement
 
 __all__ = ["Address", "NetLoc", "dict_merge", "hash"]
 
-FamilyRequirement = bool | str
 
 # The environment's defaults for require_v4 / require_v6 while configuring.
 _family_defaults: contextvars.ContextVar[tuple[FamilyRequirement, FamilyRequirement]] = (
@@ -78,9 +78,11 @@ class NetLoc:
         return builtins.hash(str(self))
 
 
-def _check_requirement(name: str, value: FamilyRequirement) -> FamilyRequirement:
-    if value is True or value is False or value == "optional":
+def _check_requirement(name: str, value: object) -> FamilyRequirement:
+    if value is True or value is False:
         return value
+    if value == "optional":
+        return "optional"
     raise ConfigurationError(
         f"{name} must be True, False or 'optional', got {value!r}",
     )
@@ -116,8 +118,8 @@ class Address:
         self,
         connect_address: str,
         port: int | str | None = None,
-        require_v4: FamilyRequirement | None = None,
-        require_v6: FamilyRequirement | None = None,
+        require_v4: FamilyRequirement | str | None = None,
+        require_v6: FamilyRequirement | str | None = None,
     ) -> None:
         default_v4, default_v6 = _family_defaults.get()
         self.require_v4 = _check_requirement(

@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 from executor import run as _run
 from executor import template as _template
-from executor.component import Component, UpdateNeeded
+from executor.component import Component, UpdateNeeded, display_path
 from executor.errors import ConfigurationError, DeployError, ModeError
 from executor.fs import symlink_atomic, write_atomic
 
@@ -552,89 +552,89 @@ class Mode(Component):
         os.chmod(self.path, int(self.mode))
 
 
-def _lookup_uid(owner: str | int) -> int:
-    if isinstance(owner, int):
-        return owner
+def _lookup_id(kind: str, name: str | int) -> int:
+    """The uid of user `name` or the gid of group `name` (kind: "user" / "group")."""
+    if isinstance(name, int):
+        return name
+    lookup = pwd.getpwnam if kind == "user" else grp.getgrnam
     try:
-        return pwd.getpwnam(owner).pw_uid
+        # pw_uid and gr_gid are both the third field.
+        return int(lookup(name)[2])
     except KeyError:
-        # An override gives every value as text: "1000" means the uid.
-        if owner.isascii() and owner.isdigit():
-            return int(owner)
+        # An override gives every value as text: "1000" means the id.
+        if name.isascii() and name.isdigit():
+            return int(name)
         raise DeployError(
-            f"user {owner!r} does not exist on this host",
-            hint="create the user first (a component before this one), or give a uid",
+            f"{kind} {name!r} does not exist on this host",
+            hint=f"create the {kind} first (a component before this one), "
+            f"or give a {kind[0]}id",
         ) from None
 
 
-def _lookup_gid(group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group.isascii() and group.isdigit():
-            return int(group)
-        raise DeployError(
-            f"group {group!r} does not exist on this host",
-            hint="create the group first (a component before this one), or give a gid",
-        ) from None
+class _Ownership(Component):
+    """The owning user or group of a path; a symlink itself is changed, not
+    what it points at."""
+
+    namevar = "path"
+    path: str
+    _kind = "user"
+
+    def _wanted(self) -> str | int:
+        raise NotImplementedError
+
+    def configure(self) -> None:
+        self.path = self.map(self.path)
+
+    def _current(self) -> int:
+        if not os.path.lexists(self.path):
+            _missing(self.path, "owner" if self._kind == "user" else "group")
+        st = os.lstat(self.path)
+        return st.st_uid if self._kind == "user" else st.st_gid
+
+    def verify(self) -> None:
+        wanted = _lookup_id(self._kind, self._wanted())
+        current = self._current()
+        if current != wanted:
+            letter = self._kind[0]
+            raise UpdateNeeded(
+                f"{self._kind} is {letter}id {current}, want {self._wanted()} ({letter}id {wanted})"
+            )
+
+    def update(self) -> None:
+        wanted = _lookup_id(self._kind, self._wanted())
+        if self._kind == "user":
+            os.lchown(self.path, wanted, -1)
+        else:
+            os.lchown(self.path, -1, wanted)
 
 
-class Owner(Component):
-    """The path belongs to user ``owner`` (name or uid); a symlink itself is changed,
-    not what it points at.
+class Owner(_Ownership):
+    """The path belongs to user ``owner`` (name or uid).
 
     Example::
 
         self += Owner("/srv/app/data", owner="app")
     """
 
-    namevar = "path"
-    path: str
     owner: str | int = ""
 
-    def configure(self) -> None:
-        self.path = self.map(self.path)
-
-    def verify(self) -> None:
-        uid = _lookup_uid(self.owner)
-        if not os.path.lexists(self.path):
-            _missing(self.path, "owner")
-        current = os.lstat(self.path).st_uid
-        if current != uid:
-            raise UpdateNeeded(f"owner is uid {current}, want {self.owner} (uid {uid})")
-
-    def update(self) -> None:
-        os.lchown(self.path, _lookup_uid(self.owner), -1)
+    def _wanted(self) -> str | int:
+        return self.owner
 
 
-class Group(Component):
-    """The path belongs to group ``group`` (name or gid); a symlink itself is changed,
-    not what it points at.
+class Group(_Ownership):
+    """The path belongs to group ``group`` (name or gid).
 
     Example::
 
         self += Group("/srv/app/data", group="www-data")
     """
 
-    namevar = "path"
-    path: str
+    _kind = "group"
     group: str | int = ""
 
-    def configure(self) -> None:
-        self.path = self.map(self.path)
-
-    def verify(self) -> None:
-        gid = _lookup_gid(self.group)
-        if not os.path.lexists(self.path):
-            _missing(self.path, "group")
-        current = os.lstat(self.path).st_gid
-        if current != gid:
-            raise UpdateNeeded(f"group is gid {current}, want {self.group} (gid {gid})")
-
-    def update(self) -> None:
-        os.lchown(self.path, -1, _lookup_gid(self.group))
+    def _wanted(self) -> str | int:
+        return self.group
 
 
 def _text(data: bytes, encoding: str) -> list[str] | None:
@@ -716,10 +716,7 @@ class Content(Component):
             ) from None
         if not self.is_template or self.encoding is None:
             return raw
-        name = source
-        base = self.environment.base_dir
-        if base and source.startswith(base.rstrip("/") + "/"):
-            name = source[len(base.rstrip("/")) + 1 :]
+        name = display_path(source, self.environment.base_dir)
         try:
             text = raw.decode(self.encoding)
         except UnicodeDecodeError as exc:

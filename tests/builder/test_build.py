@@ -126,7 +126,10 @@ def test_host_and_skip_options_select_and_report(repo: Path) -> None:
     )
 
     assert [h.name for h in result.hosts] == ["web1"]
-    assert [(s.name, s.reason) for s in result.skipped_hosts] == [("web3", "skipped by --skip-host")]
+    assert [(s.name, s.reason) for s in result.skipped_hosts] == [
+        ("web2", "not selected by --host"),
+        ("web3", "skipped by --skip-host"),
+    ]
     web1 = model_of(repo / "bundles/prod/web1.bundle")
     assert [r.name for r in web1.roots] == ["test"]
     assert [(s.name, s.reason) for s in web1.skipped] == [("app", "skipped by --skip-component")]
@@ -259,7 +262,7 @@ def test_errors_of_all_hosts_are_collected_merged_and_nothing_is_written(tmp_pat
             "class Bad(Component):\n    port = Attribute(int, default=1)\n",
             {"override": "port = eighty"},
             "cannot convert Bad.port = 'eighty' with int",
-            "Bad",
+            "Bad, environments/prod/environment.cfg:8",
             id="conversion",
         ),
         pytest.param(
@@ -336,3 +339,73 @@ def test_snapshot_keeps_links_to_directories_and_refuses_escaping_links(tmp_path
     with pytest.raises(RepositoryError) as caught:
         build(BuildOptions("prod", repository=repo))
     assert "abs -> /etc/hostname, up -> ../.." in caught.value.message
+
+
+def test_a_whole_build_removes_bundles_of_hosts_it_no_longer_builds(repo: Path) -> None:
+    build(BuildOptions("prod", repository=repo))
+    (repo / "bundles/prod/web9.bundle").write_bytes(b"from a host that was removed")
+
+    only_web1 = build(BuildOptions("prod", repository=repo, hosts=("web1",)))
+    assert only_web1.removed == ()
+    assert (repo / "bundles/prod/web9.bundle").exists()
+
+    result = build(BuildOptions("prod", repository=repo, skip_hosts=("web2",)))
+    assert [p.name for p in result.removed] == ["web2.bundle", "web9.bundle"]
+    assert sorted(p.name for p in (repo / "bundles/prod").iterdir()) == ["web1.bundle", "web3.bundle"]
+
+
+def test_the_builder_configures_what_hosts_receive_not_ignored_files(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "app": """
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class App(Component):
+                    def configure(self):
+                        self += File("x", source="local-only.txt")
+                """
+        },
+        environments={"prod": "[hosts]\nweb1 = app\n"},
+        files={"components/app/local-only.txt": "not in git\n", ".gitignore": "local-only.txt\n"},
+    )
+    git_commit(repo)
+
+    with pytest.raises(BuildFailed) as caught:
+        build(BuildOptions("prod", repository=repo))
+
+    assert "source file" in caught.value.errors[0].message
+    assert "local-only.txt does not exist" in caught.value.errors[0].message
+
+
+def test_two_clones_with_different_homes_build_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundles = []
+    for name in ("one", "two"):
+        repo = deployment(
+            tmp_path / name / "repo",
+            components={
+                "app": """
+                    from batou.component import Component
+                    from batou.lib.file import File
+
+                    class App(Component):
+                        def configure(self):
+                            self += File("~/.apprc", content="x")
+                            self += File("/srv/app-logs/x.conf", content="y")
+                    """
+            },
+            environments={"prod": "[environment]\ntarget_directory = /srv/app\n[hosts]\nweb1 = app\n"},
+        )
+        git_commit(repo)
+        monkeypatch.setenv("HOME", str(tmp_path / name / "home"))
+        build(BuildOptions("prod", repository=repo))
+        bundles.append((repo / "bundles/prod/web1.bundle").read_bytes())
+
+    assert bundles[0] == bundles[1]
+    tree = model_of(tmp_path / "one/repo/bundles/prod/web1.bundle").roots[0].tree
+    assert "App > File('{home}/.apprc')" in tree
+    # Only a whole path component is the target: /srv/app-logs is not below /srv/app.
+    assert "App > File('/srv/app-logs/x.conf')" in tree

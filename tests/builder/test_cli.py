@@ -69,7 +69,8 @@ def test_a_missing_environment_exits_1_listing_the_known_ones(tmp_path: Path) ->
     result = runner.invoke(app, ["build", "staging", "-C", str(repo)])
 
     assert result.exit_code == 1
-    assert "prod" in result.stderr
+    assert "environment 'staging' not found; existing environments: prod" in result.stderr
+    assert "pick one of the existing environments or create environments/staging/environment.cfg" in result.stderr
 
 
 def test_no_arguments_shows_help() -> None:
@@ -77,3 +78,30 @@ def test_no_arguments_shows_help() -> None:
 
     assert result.exit_code == 2
     assert "build" in result.output
+
+
+def test_verbose_shows_the_traceback_of_deployment_code(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path,
+        components={
+            "app": """
+                from batou.component import Component
+
+                def helper():
+                    return {}["missing"]
+
+                class App(Component):
+                    def configure(self):
+                        helper()
+                """
+        },
+        environments={"prod": "[hosts]\nweb1 = app\n"},
+    )
+
+    quiet = runner.invoke(app, ["build", "prod", "-C", str(repo)])
+    loud = runner.invoke(app, ["build", "prod", "-C", str(repo), "--verbose"])
+
+    assert "App (components/app/component.py:4)" in quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert 'return {}["missing"]' in loud.stderr

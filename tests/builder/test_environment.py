@@ -106,7 +106,7 @@ def test_missing_environment_without_any_says_where_they_are_looked_for(
     assert config is None
     [error] = errors
     assert isinstance(error, EnvironmentNotFound)
-    assert "there are no environments in" in error.message
+    assert "this repository has no environments" in error.message
     assert "environments/<name>/environment.cfg and environments/<name>.cfg" in error.message
     assert error.hint is not None and "environments/prod/environment.cfg" in error.hint
 

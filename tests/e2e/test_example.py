@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
+# The console scripts of the installation that runs the tests.
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    completed = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, check=False, env=ENV
+    )
     if check and completed.returncode != 0:
         raise AssertionError(f"{args} exited {completed.returncode}:\n{completed.stdout}\n{completed.stderr}")
     return completed
@@ -28,12 +37,15 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 def example(tmp_path: Path) -> Path:
     """A fresh clone-like copy of the example deployment in this repository."""
     for tool in ("bundle", "executor"):
-        assert shutil.which(tool), f"console script {tool!r} is not installed"
+        assert (BIN / tool).exists(), f"console script {tool!r} is not installed beside {sys.executable}"
     repo = tmp_path / "example"
     for name in ("components", "environments"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "requirements.txt", repo / "requirements.txt")
     shutil.copy(ROOT / "README.md", repo / "README.md")
+    # prod writes /etc/example/app.env for real; in tests it goes to tmp_path.
+    prod = repo / "environments/prod/environment.cfg"
+    prod.write_text(prod.read_text() + f"\n[vfs]\nsandbox = Map\n/etc/example = {tmp_path}/etc-example\n")
     git_commit(repo)
     return repo
 
@@ -50,10 +62,13 @@ def apply_json(repo: Path, host: str, target: Path, *extra: str) -> dict[str, ob
 
 def test_the_readme_quick_start_runs_and_a_second_apply_changes_nothing(example: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    command = re.search(r"```sh\n(pip install [^\n]+)\n```", readme)
+    command = re.search(r"```sh\n(python3 -m venv [^\n]+)\n```", readme)
     assert command, "the README's quick start command is missing"
-    # The install is what CI did already; the rest runs exactly as written.
-    main_job = command.group(1).split(" && ", 1)[1]
+    # Creating the venv and installing is what CI did already; the rest
+    # runs exactly as written, with this installation's scripts.
+    marker = ". .venv/bin/activate && "
+    assert marker in command.group(1)
+    main_job = command.group(1).split(marker, 1)[1]
 
     first = run("bash", "-c", main_job, cwd=example)
     assert "ok: 1 bundle for environment local" in first.stdout
@@ -89,6 +104,7 @@ def test_prod_builds_and_each_host_gets_its_platform(example: Path, tmp_path: Pa
         assert again["changed"] == []
 
     assert "alias = shop.example.com" in (tmp_path / "web3/target/work/app/app.conf").read_text()
+    assert (tmp_path / "etc-example/app.env").read_text() == "ALIAS=shop.example.com\n"
 
 
 def test_an_edited_file_is_named_by_dry_run_and_restored_by_apply(example: Path, tmp_path: Path) -> None:

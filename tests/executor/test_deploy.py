@@ -583,7 +583,7 @@ class Slow(Component):
     converges = False
 
 
-def test_the_run_deadline_stops_between_components(tmp_path: Path) -> None:
+def test_an_update_that_ends_past_the_deadline_fails_and_nothing_follows(tmp_path: Path) -> None:
     calls: list[str] = []
 
     class Pipeline(Component):
@@ -595,7 +595,7 @@ def test_the_run_deadline_stops_between_components(tmp_path: Path) -> None:
     outcome = deploy(root, deadline=time.monotonic() + 0.5)
     assert isinstance(outcome.error, RunTimeoutError)
     assert outcome.error.message == "the run exceeded its time limit"
-    assert outcome.error.where == "Pipeline > Slow('second')"
+    assert outcome.error.where == "Pipeline > Slow('first')"
     assert calls == ["verify first"]
     assert outcome.roots[0].status is RootStatus.FAILED
 

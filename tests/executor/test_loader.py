@@ -159,7 +159,10 @@ def test_library_classes_imported_in_two_files_are_no_conflict(tmp_path: Path) -
     registry = load_ok(repo)
 
     assert registry.classes["file"] is File
-    assert {"one", "two", "file"} <= set(registry.names())
+    # Registered, so a batou deployment may use it as a root, but hints
+    # name only the deployment's own components.
+    assert "file" in registry.classes
+    assert registry.names() == ["one", "two"]
 
 
 @pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])

@@ -71,7 +71,7 @@ def test_family_requirements(fake_dns: dict[str, list[str]]) -> None:
 
     disabled = Address("v4only.example.com:80")
     with pytest.raises(ConfigurationError, match="IPv6 is disabled for this address"):
-        disabled.listen_v6
+        _ = disabled.listen_v6
 
     with pytest.raises(ConfigurationError, match="has no IPv6 address"):
         Address("v4only.example.com:80", require_v6=True)
@@ -86,7 +86,7 @@ def test_environment_defaults_apply_while_configuring(fake_dns: dict[str, list[s
     assert address.require_v4 is False
     assert address.listen_v6 is None
     with pytest.raises(ConfigurationError):
-        address.listen
+        _ = address.listen
 
 
 def test_bracketed_v6_literal_with_port() -> None:
