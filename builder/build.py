@@ -11,23 +11,31 @@ and nothing is written unless the whole build is clean.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import tempfile
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
+from executor import __version__
 from executor import bundle as _bundle
 from executor.component import accepts_attribute, attribute_names
 from executor.configure import configure_host, tree_of
 from executor.errors import ConsignError, OverrideError, suggest
 from executor.fs import fsync_directory, stage_file
 from executor.loader import Registry, load_components
+from executor.manifest import BlobEntry, Compression, Manifest, Source, Target, encode_manifest
 from executor.model import HostModel, HostRecord, RootRecord, SkippedRoot, encode_model
-from executor.snapshot import extract_tar, write_tar
+from executor.snapshot import SnapshotFile, extract_tar, write_tar
 
 from .environment import EnvironmentConfig, HostConfig, load_environment
-from .errors import BuildError, BuildFailed, UnknownComponentError
-from .repository import Repository
+from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
+from .repository import Repository, Status, source_date_epoch
+from .signing import Signer, load_signers, sign_all
 
 BUNDLE_SUFFIX = ".bundle"
 
@@ -41,6 +49,13 @@ class BuildOptions:
     skip_hosts: tuple[str, ...] = ()
     skip_components: tuple[str, ...] = ()
     platform: str | None = None
+    # Build a working tree with uncommitted changes (or outside git).
+    dirty: bool = False
+    serial: int | None = None
+    # Signing keys: private key files, or .pub files of keys in ssh-agent.
+    sign_keys: tuple[Path, ...] = ()
+    # The one clock the builder reads: serial and time of --dirty builds.
+    clock: Callable[[], int] = field(default=lambda: int(time.time()), compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,10 @@ class BuildResult:
     out: Path
     hosts: tuple[BuiltHost, ...]
     skipped_hosts: tuple[SkippedHost, ...]
+    serial: int
+    source: Source
+    signers: tuple[str, ...]
+    key_paths: tuple[Path, ...]
     removed: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -215,23 +234,124 @@ class _Build:
         return None
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What the build reads besides the deployment: source state, time, keys."""
+
+    source: Source
+    serial: int
+    build_time: int
+    key_paths: tuple[Path, ...]
+    signers: list[Signer]
+
+
+def _check_clean(options: BuildOptions, status: Status) -> None:
+    if status.commit is None and not options.dirty:
+        raise RepositoryError(
+            f"the repository has no commit to build {status.changes[0]}",
+            hint="commit it with git, or pass --dirty to build the files as they are "
+            "(such a bundle is not reproducible)",
+        )
+    if status.dirty and not options.dirty:
+        shown = ", ".join(status.changes[:5]) + (
+            f" and {len(status.changes) - 5} more" if len(status.changes) > 5 else ""
+        )
+        raise RepositoryError(
+            f"the working tree differs from its commit: {shown}",
+            hint="commit the changes, or pass --dirty to build the working tree as it is "
+            "(such a bundle is not reproducible)",
+        )
+
+
+def _times(options: BuildOptions, status: Status) -> tuple[int, int]:
+    """The serial and the build time (also the snapshot's file times).
+
+    A clean tree's moment is its commit, never the clock, so that equal
+    sources give equal bytes; SOURCE_DATE_EPOCH overrides the build time.
+    """
+    epoch = source_date_epoch()
+    moment = options.clock() if status.dirty or status.commit_time is None else status.commit_time
+    serial = options.serial if options.serial is not None else moment
+    return serial, epoch if epoch is not None else moment
+
+
+def _key_paths(options: BuildOptions, repository: Repository, configured: tuple[str, ...]) -> list[Path]:
+    """--sign-key, else CONSIGN_SIGN_KEY, else [environment] sign_key."""
+    if options.sign_keys:
+        return list(options.sign_keys)
+    variable = os.environ.get("CONSIGN_SIGN_KEY", "")
+    if variable.strip():
+        return [Path(p).expanduser() for p in variable.split(os.pathsep) if p.strip()]
+    if configured:
+        return [repository.root / Path(p).expanduser() for p in configured]
+    raise SigningKeyError(
+        "no signing key: every bundle must be signed",
+        hint="make one with 'bundle keys generate ~/.config/consign/builder-key', then pass "
+        "--sign-key, set CONSIGN_SIGN_KEY, or set sign_key in [environment]",
+    )
+
+
 def build(options: BuildOptions) -> BuildResult:
     """Build the bundles of one environment; raise BuildFailed on any error."""
     repository = Repository.open(options.repository)
     out = (options.out or repository.root / "bundles").resolve()
-    snapshot = write_tar(repository.files(exclude=out), repository.source_time())
+    status = repository.status(exclude=out)
+    _check_clean(options, status)
+    serial, build_time = _times(options, status)
     with tempfile.TemporaryDirectory(prefix="consign-build-") as scratch:
+        tar = os.path.join(scratch, "repo.tar")
+        raw_size, raw_sha256 = _write_snapshot(repository.files(exclude=out), build_time, tar)
         tree = Path(scratch, "repository")
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
-        extract_tar(snapshot, str(tree))
-        models, skipped_hosts, notes = _configure_all(options, tree)
-    return _write(options, models, skipped_hosts, notes, _bundle.compress(snapshot), out)
+        extract_tar(tar, str(tree))
+        models, skipped_hosts, config = _configure_all(options, tree)
+        key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys))
+        inputs = _Inputs(
+            source=Source(commit=status.commit, dirty=status.dirty),
+            serial=serial,
+            build_time=build_time,
+            key_paths=key_paths,
+            signers=load_signers(key_paths),
+        )
+        compressed = os.path.join(scratch, "repo.tar.zst")
+        size, sha256 = _bundle.compress_file(tar, compressed)
+        repo = BlobEntry("repo", Compression.ZSTD, size, sha256, raw_size, raw_sha256)
+        return _write(options, inputs, models, skipped_hosts, config.notes, (repo, compressed), out)
+
+
+class _Hashing(io.RawIOBase):
+    """A writable that hashes and counts what passes to the file below."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        # tarfile asks where it starts writing.
+        return self.size
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+
+def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[int, str]:
+    with open(path, "wb") as f:
+        hashing = _Hashing(f)
+        write_tar(files, mtime, cast(BinaryIO, hashing))
+    return hashing.size, hashing.digest.hexdigest()
 
 
 def _configure_all(
     options: BuildOptions, tree: Path
-) -> tuple[list[HostModel], list[SkippedHost], tuple[str, ...]]:
+) -> tuple[list[HostModel], list[SkippedHost], EnvironmentConfig]:
     config, environment_errors = load_environment(tree, options.environment, platform=options.platform)
     if config is None:
         if len(environment_errors) == 1:
@@ -253,19 +373,26 @@ def _configure_all(
         models.append(run.configure(run.host_model(host, overrides), tree, locations))
     if run.errors:
         raise BuildFailed(run.errors, notes=config.notes)
-    return models, skipped_hosts, config.notes
+    return models, skipped_hosts, config
+
+
+def _model_entry(data: bytes) -> BlobEntry:
+    sha256 = hashlib.sha256(data).hexdigest()
+    return BlobEntry("model", Compression.NONE, len(data), sha256, len(data), sha256)
 
 
 def _write(
     options: BuildOptions,
+    inputs: _Inputs,
     models: list[HostModel],
     skipped_hosts: list[SkippedHost],
     notes: tuple[str, ...],
-    snapshot: bytes,
+    repo: tuple[BlobEntry, str],
     out: Path,
 ) -> BuildResult:
     directory = out / options.environment
     directory.mkdir(parents=True, exist_ok=True)
+    repo_entry, repo_path = repo
     # Stage every bundle, then rename them all: a failure midway leaves the
     # previous bundles in place.
     staged: list[tuple[str, Path]] = []
@@ -273,17 +400,30 @@ def _write(
     try:
         for model in models:
             path = directory / f"{model.host.name}{BUNDLE_SUFFIX}"
-            parts = _bundle.bundle_parts(
+            model_bytes = encode_model(model)
+            manifest = Manifest(
                 environment=options.environment,
                 host=model.host.name,
-                blobs=[("repo", snapshot), ("model", encode_model(model))],
+                fqdn=model.host.fqdn,
+                serial=inputs.serial,
+                build_time=inputs.build_time,
+                consign_version=__version__,
+                source=inputs.source,
+                target=Target(platform=model.host.platform),
+                blobs=(repo_entry, _model_entry(model_bytes)),
             )
-            staged.append((stage_file(str(path), parts, mode=0o644), path))
+            manifest_bytes = encode_manifest(manifest)
+            chunks = _bundle.bundle_chunks(
+                manifest_bytes,
+                sign_all(inputs.signers, manifest_bytes),
+                [_bundle.BlobData(path=repo_path), _bundle.BlobData(data=model_bytes)],
+            )
+            staged.append((stage_file(str(path), chunks, mode=0o644), path))
             built.append(
                 BuiltHost(
                     name=model.host.name,
                     path=path,
-                    size=sum(len(p) for p in parts),
+                    size=os.path.getsize(staged[-1][0]),
                     roots=tuple(r.name for r in model.roots),
                     skipped=model.skipped,
                 )
@@ -302,6 +442,10 @@ def _write(
         out=directory,
         hosts=tuple(built),
         skipped_hosts=tuple(skipped_hosts),
+        serial=inputs.serial,
+        source=inputs.source,
+        signers=tuple(f"{s.key.fingerprint()} ({s.source})" for s in inputs.signers),
+        key_paths=inputs.key_paths,
         removed=removed,
         notes=notes,
     )

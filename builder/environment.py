@@ -80,6 +80,8 @@ class EnvironmentSettings:
     require_v4: FamilyRequirement = True
     require_v6: FamilyRequirement = False
     branch: str | None = None
+    # Signing keys (paths relative to the repository, or ~/...), comma-separated.
+    sign_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +445,16 @@ class _Loader:
                         settings = replace(settings, service_user=text)
                     case _:
                         settings = replace(settings, branch=text)
+            elif key == "sign_key":
+                keys = tuple(k.strip() for k in value.split(",") if k.strip())
+                if keys:
+                    settings = replace(settings, sign_keys=keys)
+                else:
+                    self.error(
+                        line,
+                        "sign_key must name at least one key file",
+                        "write e.g. 'sign_key = ~/.config/consign/builder-key', or remove the line",
+                    )
             elif key == "target_directory":
                 if value.startswith(("/", "~")):
                     settings = replace(settings, target_directory=value)
@@ -884,6 +896,7 @@ _ENVIRONMENT_KEYS = (
     "require_v4",
     "require_v6",
     "branch",
+    "sign_key",
 )
 
 _IGNORED_ENVIRONMENT_KEYS = {

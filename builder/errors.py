@@ -8,7 +8,8 @@ both command lines. The families:
         ├── RepositoryError         not a deployment repository, or git failed
         ├── EnvironmentNotFound     no such environment (lists the existing ones)
         ├── EnvironmentFileError    a problem in an environment file (file:line)
-        └── UnknownComponentError   the environment names a component nobody defines
+        ├── UnknownComponentError   the environment names a component nobody defines
+        └── SigningKeyError         a signing key cannot be read, written, or used
     ErrorList (executor.errors)
     └── BuildFailed                 every error of a build, collected across all hosts
 """
@@ -38,6 +39,12 @@ class EnvironmentFileError(BuildError):
 
 class UnknownComponentError(BuildError):
     code = "unknown-component"
+
+
+class SigningKeyError(BuildError):
+    """A signing key is missing, unusable, or its ssh-agent does not sign."""
+
+    code = "signing-key"
 
 
 class BuildFailed(ErrorList):

@@ -25,6 +25,18 @@ _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
 @dataclass(frozen=True)
+class Status:
+    commit: str | None
+    commit_time: int | None
+    # Paths that differ from the commit (or why there is no commit).
+    changes: tuple[str, ...]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True)
 class Repository:
     root: Path
 
@@ -116,22 +128,48 @@ class Repository:
                 names.append((relative / name).as_posix())
         return names
 
-    def source_time(self) -> int:
-        """Seconds since the epoch that stand for this source's age.
-
-        SOURCE_DATE_EPOCH when set, else the last commit's time, else 0; never
-        the clock, so that equal sources give equal bytes.
-        """
-        epoch = os.environ.get("SOURCE_DATE_EPOCH")
-        if epoch:
+    def status(self, exclude: Path | None = None) -> Status:
+        """The commit the working tree is at, and whether it differs from it."""
+        if not self.is_git():
+            return Status(commit=None, commit_time=None, changes=("(not a git repository)",))
+        head = self._git("rev-parse", "--verify", "-q", "HEAD")
+        if head is None:
+            return Status(commit=None, commit_time=None, changes=("(no commit yet)",))
+        pathspec = ["."]
+        if exclude is not None:
             try:
-                return int(epoch)
+                pathspec.append(f":(exclude){exclude.resolve().relative_to(self.root).as_posix()}")
             except ValueError:
-                raise RepositoryError(
-                    f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds"
-                ) from None
-        if self.is_git():
-            output = self._git("log", "-1", "--format=%ct")
-            if output and output.strip().isdigit():
-                return int(output.strip())
-        return 0
+                pass
+        output = self._git("status", "--porcelain", "-z", "--untracked-files=normal", "--", *pathspec)
+        if output is None:
+            raise RepositoryError(f"git status failed in {self.root}")
+        # Entries are "XY path", NUL-terminated; a rename adds the old path.
+        changes = []
+        entries = iter(output.split("\0"))
+        for entry in entries:
+            if not entry:
+                continue
+            changes.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)
+        when = self._git("log", "-1", "--format=%ct")
+        return Status(
+            commit=head.strip(),
+            commit_time=int(when.strip()) if when and when.strip().isdigit() else None,
+            changes=tuple(sorted(changes)),
+        )
+
+
+
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH, the reproducible-builds convention, when set."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return None
+    if not epoch.isdigit():
+        raise RepositoryError(
+            f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds",
+            hint="unset it, or set it to e.g. $(git log -1 --format=%ct)",
+        )
+    return int(epoch)

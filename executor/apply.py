@@ -1,10 +1,10 @@
 """Applying a bundle on this host.
 
-Read and check the bundle (framing, sizes, hashes) before anything else,
-refuse a bundle meant for another host, unpack the repository snapshot into
-the store, load the deployment's components from it, configure this host's
-roots from the frozen model, check that configure built the tree the builder
-built, and deploy.
+Accept the bundle first (:mod:`executor.verify`: trust, signature,
+manifest, target, serial, blob hashes) and record it as accepted; then
+unpack the repository snapshot into the store, load the deployment's
+components from it, configure this host's roots from the frozen model,
+check that configure built the tree the builder built, and deploy.
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ from __future__ import annotations
 import enum
 import os
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bundle as _bundle
+from .canonical import CanonicalError
 from .configure import ConfiguredRoot, configure_host, first_tree_difference, tree_of
 from .decode import DecodeError
-from .canonical import CanonicalError
-from .environment import Environment
 from .deploy import DeployOutcome, RootOutcome, RootStatus, deploy_roots
+from .environment import Environment
 from .errors import (
     BundleError,
     ConfigurationError,
@@ -32,18 +30,18 @@ from .errors import (
     ErrorList,
     RunTimeoutError,
     StateError,
-    WrongTargetError,
     count,
 )
 from .loader import load_components
 from .model import HostModel, decode_model
-from .run import DeadlineReached, FileDiff, LogEntry, RunContext, alarm, interruptible
+from .run import DeadlineReached, FileDiff, Level, LogEntry, RunContext, alarm, interruptible
+from .bundle import VerifiedBundle
 from .snapshot import extract_tar
+from .state import prepare_directory, save_state
+from .verify import DEFAULT_TRUST_FILE, Acceptance, VerifyOptions, accept_bundle
 
 DEFAULT_STATE_DIR = "/var/lib/consign"
-# Until the manifest records uncompressed sizes, a snapshot may not unpack
-# to more than this.
-MAX_SNAPSHOT_BYTES = 2 << 30
+MAX_MODEL_BYTES = 64 << 20
 
 
 class ApplyStatus(enum.Enum):
@@ -55,10 +53,27 @@ class ApplyStatus(enum.Enum):
 class ApplyOptions:
     bundle: str
     host: str | None = None
+    environment: str | None = None
     target_directory: str | None = None
     state_directory: str = DEFAULT_STATE_DIR
+    trust_file: str = DEFAULT_TRUST_FILE
+    revoked_file: str | None = None
     dry_run: bool = False
     timeout: float | None = None
+    allow_downgrade: bool = False
+    now: int | None = None
+
+    def verify_options(self) -> VerifyOptions:
+        return VerifyOptions(
+            bundle=self.bundle,
+            host=self.host,
+            environment=self.environment,
+            trust_file=self.trust_file,
+            revoked_file=self.revoked_file,
+            state_directory=self.state_directory,
+            allow_downgrade=self.allow_downgrade,
+            now=self.now,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,22 @@ class ApplyResult:
         }
 
 
+def acceptance_json(acceptance: Acceptance) -> dict[str, Any]:
+    """`executor verify --json`: the apply result's keys that apply to a check."""
+    manifest = acceptance.bundle.manifest
+    return {
+        "host": manifest.host,
+        "environment": manifest.environment,
+        "bundle": acceptance.bundle.digest,
+        "status": "ok",
+        "serial": manifest.serial,
+        "signer": acceptance.bundle.signer.key.fingerprint(),
+        "downgrade_from": acceptance.downgrade_from,
+        "notes": list(acceptance.notes),
+        "error": None,
+    }
+
+
 def error_to_json(error: ConsignError | None) -> dict[str, Any] | None:
     if error is None:
         return None
@@ -127,23 +158,9 @@ def error_to_json(error: ConsignError | None) -> dict[str, Any] | None:
     }
 
 
-def this_host() -> str:
-    return socket.gethostname()
-
-
-def check_target(model: HostModel, identity: str) -> None:
-    """Refuse a bundle built for another host."""
-    if identity not in (model.host.name, model.host.fqdn):
-        raise WrongTargetError(
-            f"this bundle is for host {model.host.name!r} ({model.host.fqdn}), "
-            f"but this host is {identity!r}",
-            hint="apply the bundle built for this host, or name the host with --host",
-        )
-
-
-def _load_model(bundle: _bundle.Bundle) -> HostModel:
+def load_model(bundle: VerifiedBundle) -> HostModel:
     try:
-        model = decode_model(bundle.blobs[bundle.manifest.blob("model").name])
+        model = decode_model(bundle.read("model", MAX_MODEL_BYTES))
     except (CanonicalError, DecodeError) as exc:
         raise BundleError(f"the bundle's model is invalid: {exc}") from None
     manifest = bundle.manifest
@@ -156,27 +173,45 @@ def _load_model(bundle: _bundle.Bundle) -> HostModel:
     return model
 
 
-def unpack_snapshot(bundle: _bundle.Bundle, state_directory: str) -> Path:
-    """The repository snapshot, unpacked once into the store by its digest."""
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def unpack_snapshot(bundle: VerifiedBundle, state_directory: str) -> Path:
+    """The repository snapshot, unpacked once into the store by its digest.
+
+    The tree appears under its final name only when complete (work
+    directory, then rename), so the store never holds a half-unpacked entry.
+    """
     entry = bundle.manifest.blob("repo")
+    assert entry is not None  # the manifest decoder requires it
     store = Path(state_directory, "store").resolve()
-    final = store / entry.sha256
+    final = store / entry.raw_sha256
     if final.is_dir():
         return final
     try:
         store.mkdir(parents=True, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=store)
+        free = _free_bytes(str(store))
+        # The tar, then the tree: about twice the raw size.
+        if free < 2 * entry.raw_size + (16 << 20):
+            raise StateError(
+                f"not enough space in {store}: {free} bytes free, unpacking needs about "
+                f"{2 * entry.raw_size}",
+                hint="free space, or run 'executor gc' when it exists",
+            )
+        work = tempfile.mkdtemp(prefix=f".{entry.raw_sha256[:12]}-", dir=store)
     except OSError as exc:
         raise StateError(
             f"cannot use the state directory {state_directory}: {exc.strerror}",
             hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
         ) from None
-    tar = _bundle.decompress(bundle.blobs["repo"], max_size=MAX_SNAPSHOT_BYTES)
     try:
-        # extract_tar wants a new directory; the work directory keeps the
-        # half-written tree out of the store's namespace until it is whole.
+        tar = os.path.join(work, "repo.tar")
+        bundle.extract_to("repo", tar)
         tree = os.path.join(work, "tree")
-        extract_tar(tar, tree)
+        extract_tar(tar, tree, durable=True)
+        os.chmod(tree, 0o555)
         os.rename(tree, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -208,23 +243,38 @@ def _configure(
 
 
 def apply_bundle(options: ApplyOptions) -> ApplyResult:
-    """Check, unpack, configure and deploy one bundle; see the module doc.
+    """Accept, unpack, configure and deploy one bundle; see the module doc.
 
-    Raises RefusedError (BundleError, WrongTargetError) for a bundle this
-    host will not run. A run that fails returns a result with an error.
+    Raises RefusedError (a bundle this host does not accept) or StateError
+    before anything changes. A run that fails returns a result with an error.
     """
     started = time.monotonic()
     deadline = started + options.timeout if options.timeout else None
-    bundle = _bundle.read_bundle(options.bundle)
-    model = _load_model(bundle)
-    check_target(model, options.host or this_host())
+    acceptance = accept_bundle(options.verify_options())
+    bundle = acceptance.bundle
+    model = load_model(bundle)
+    run = RunContext(
+        predicting=options.dry_run, deadline=deadline, command_timeout=model.environment.timeout
+    )
+    for note in acceptance.notes:
+        run.emit("", note, Level.WARNING)
+    prepare_directory(options.state_directory)
+    if acceptance.downgrade_from is not None:
+        run.emit(
+            "",
+            f"downgrade allowed: serial {acceptance.downgrade_from} -> {bundle.manifest.serial}",
+            Level.WARNING,
+        )
+    if not options.dry_run:
+        now = options.now if options.now is not None else int(time.time())
+        accepted = acceptance.state.accept(
+            bundle.manifest.environment, bundle.manifest.serial, bundle.digest, now
+        )
+        save_state(options.state_directory, accepted)
     repository = unpack_snapshot(bundle, options.state_directory)
     target = None if options.target_directory is None else os.path.abspath(options.target_directory)
     target_directory = Environment(model.environment, target_directory=target).target_directory
     skipped = [(s.name, s.reason) for s in model.skipped]
-    run = RunContext(
-        predicting=options.dry_run, deadline=deadline, command_timeout=model.environment.timeout
-    )
     with alarm(options.timeout):
         try:
             with interruptible():

@@ -2,14 +2,25 @@
 
     magic       8 bytes    89 43 53 42 0d 0a 1a 0a   ("\\x89CSB\\r\\n\\x1a\\n")
     version     u16 BE     1
-    manifest    u32 BE length, then canonical msgpack
-    signatures  u32 BE length, then the signature block (empty for now)
-    blobs       the blobs' bytes, back to back, in manifest order
+    manifest    u32 BE length M, then M bytes of canonical msgpack
+    signatures  u32 BE length S, then S bytes: entries of u32 BE length + SSHSIG blob
+    blobs       the blobs' bytes, back to back, in manifest order; the file ends there
 
-The manifest names every blob with its size and sha256, so the reader
-checks the framing and every byte before anything is decompressed or
-parsed beyond the manifest. Reading and writing both live here, in the
-executor, the single owner of the format.
+``docs/bundle-format.md`` is the specification; this module follows it.
+Reading happens in three steps, and nothing untrusted is parsed beyond the
+bounded framing before the signature holds:
+
+1. :func:`read_envelope`: magic, version, lengths within limits, the
+   manifest's bytes and the signature blobs (not yet trusted);
+2. :func:`verify_envelope`: one signature by a trusted key over the
+   manifest bytes, then the manifest decoded (canonical, every field
+   checked) and the file's length checked against it;
+3. :class:`VerifiedBundle`: each blob hashed as stored before use, and,
+   when unpacked, decompressed with a capped window and checked against its
+   raw size and sha256.
+
+Reading and writing both live here, in the executor, the single owner of
+the format.
 """
 
 from __future__ import annotations
@@ -17,180 +28,131 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
 
-from . import __version__, canonical
-from .decode import DecodeError, Fields, shown
-from .errors import BundleError
+from . import canonical
+from .decode import DecodeError
+from .errors import BundleError, SignatureError
+from .manifest import Compression, Manifest, decode_manifest, digest
+from .sshsig import MAX_SIGNATURE_BLOB, AllowedSigner, Signature, SignatureFormatError, Trust
 
 MAGIC = b"\x89CSB\r\n\x1a\n"
 FORMAT_VERSION = 1
 
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SIGNATURE_BYTES = 64 << 10
-MAX_BLOBS = 16
-MAX_BLOB_BYTES = 4 << 30
+MAX_SIGNATURES = 16
 # zstd frames may not ask for a larger window than this (128 MiB).
 MAX_ZSTD_WINDOW = 1 << 27
 ZSTD_LEVEL = 3
+CHUNK = 1 << 20
 
 _HEADER = struct.Struct(">8sHI")
 _LENGTH = struct.Struct(">I")
 
 
-@dataclass(frozen=True, slots=True)
-class BlobEntry:
-    name: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    environment: str
-    host: str
-    consign_version: str
-    blobs: tuple[BlobEntry, ...]
-
-    def blob(self, name: str) -> BlobEntry:
-        for entry in self.blobs:
-            if entry.name == name:
-                return entry
-        raise BundleError(f"the bundle has no {name!r} blob")
+# -- writing -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Bundle:
-    manifest: Manifest
-    manifest_bytes: bytes
-    blobs: dict[str, bytes]
+class BlobData:
+    """A blob's stored bytes, in memory or in a file, for the writer."""
 
-    @property
-    def digest(self) -> str:
-        """sha256 of the manifest bytes: names this bundle's content."""
-        return hashlib.sha256(self.manifest_bytes).hexdigest()
+    data: bytes | None = None
+    path: str | None = None
 
-
-def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "format": FORMAT_VERSION,
-        "consign_version": manifest.consign_version,
-        "environment": manifest.environment,
-        "host": manifest.host,
-        "blobs": [{"name": b.name, "size": b.size, "sha256": b.sha256} for b in manifest.blobs],
-    }
+    def chunks(self) -> Iterator[bytes]:
+        if self.data is not None:
+            yield self.data
+            return
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
 
 
-def _blob_entry(value: object, path: str) -> BlobEntry:
-    f = Fields(value, path)
-    entry = BlobEntry(
-        name=f.string("name"),
-        size=f.integer("size", minimum=0),
-        sha256=f.string("sha256"),
-    )
-    f.done()
-    if entry.size > MAX_BLOB_BYTES:
-        raise DecodeError(f"{path}.size", f"expected at most {MAX_BLOB_BYTES}, got {entry.size}")
-    if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
-        raise DecodeError(
-            f"{path}.sha256", f"expected 64 lowercase hex digits, got {shown(entry.sha256)}"
-        )
-    return entry
+def signature_block(signatures: Sequence[Signature]) -> bytes:
+    if len(signatures) > MAX_SIGNATURES:
+        raise ValueError(f"at most {MAX_SIGNATURES} signatures fit a bundle")
+    parts = []
+    for signature in signatures:
+        blob = signature.encode()
+        parts.append(_LENGTH.pack(len(blob)) + blob)
+    return b"".join(parts)
 
 
-def manifest_from_data(data: object) -> Manifest:
-    f = Fields(data, "manifest")
-    version = f.integer("format")
-    if version != FORMAT_VERSION:
-        raise DecodeError("manifest.format", f"expected {FORMAT_VERSION}, got {version}")
-    blobs = f.array("blobs", _blob_entry)
-    manifest = Manifest(
-        environment=f.string("environment"),
-        host=f.string("host"),
-        consign_version=f.string("consign_version"),
-        blobs=blobs,
-    )
-    f.done()
-    if len(blobs) > MAX_BLOBS:
-        raise DecodeError(
-            "manifest.blobs", f"expected at most {MAX_BLOBS} blobs, got {len(blobs)}"
-        )
-    first: dict[str, int] = {}
-    for index, blob in enumerate(blobs):
-        if blob.name in first:
-            raise DecodeError(
-                f"manifest.blobs[{index}].name",
-                f"blob name {shown(blob.name)} appears twice (first at blobs[{first[blob.name]}])",
-            )
-        first[blob.name] = index
-    return manifest
+def bundle_chunks(
+    manifest_bytes: bytes, signatures: Sequence[Signature], blobs: Sequence[BlobData]
+) -> Iterator[bytes]:
+    """The bundle's bytes in pieces; blobs in the manifest's order."""
+    block = signature_block(signatures)
+    yield _HEADER.pack(MAGIC, FORMAT_VERSION, len(manifest_bytes))
+    yield manifest_bytes
+    yield _LENGTH.pack(len(block))
+    yield block
+    for blob in blobs:
+        yield from blob.chunks()
+
+
+# -- compression -----------------------------------------------------------------
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # N.B. one fixed code path (level, multi-threaded mode, content size):
+    # zstd's bytes differ between one-shot and streaming and between single-
+    # and multi-threaded mode, though not across thread counts.
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, threads=-1)
 
 
 def compress(data: bytes) -> bytes:
-    """zstd through one fixed code path, so equal input gives equal bytes."""
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, threads=-1)
-    return bytes(compressor.compress(data))
+    """zstd of small data (a model), through the same fixed path as files."""
+    return bytes(_compressor().compress(data))
 
 
-def decompress(data: bytes, *, max_size: int) -> bytes:
-    """Decompress one zstd frame of at most `max_size` bytes, window capped."""
-    decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
-    try:
-        declared = zstandard.frame_content_size(data)
-        # decompress() allocates what the frame declares (or max_size when it
-        # declares nothing): check it first. compress() always declares it.
-        if declared < 0:
-            raise BundleError(
-                "a blob's zstd frame does not declare its size",
-                hint="bundles are made by 'bundle build', which always declares it",
-            )
-        if declared > max_size:
-            raise BundleError(f"a blob declares {declared} bytes, more than {max_size}")
-        # One frame, nothing after it: the same bytes must mean the same data.
-        result = decompressor.decompress(data, max_output_size=max_size, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise BundleError(f"a blob does not decompress: {exc}") from None
-    if len(result) > max_size:
-        raise BundleError(f"a blob decompresses to more than {max_size} bytes")
-    return bytes(result)
+def compress_file(source: str, destination: str) -> tuple[int, str]:
+    """zstd `source` into `destination`; return the compressed size and sha256."""
+    size = os.path.getsize(source)
+    digest_ = hashlib.sha256()
+    with open(source, "rb") as fin, open(destination, "wb") as fout:
+        writer = _HashingWriter(fout, digest_)
+        _compressor().copy_stream(
+            fin, cast(IO[bytes], writer), size=size, read_size=CHUNK, write_size=CHUNK
+        )
+    return writer.written, digest_.hexdigest()
 
 
-def encode_bundle(
-    *, environment: str, host: str, blobs: Sequence[tuple[str, bytes]]
-) -> bytes:
-    return b"".join(bundle_parts(environment=environment, host=host, blobs=blobs))
+class _HashingWriter:
+    def __init__(self, target: BinaryIO, digest_: hashlib._Hash) -> None:
+        self.target = target
+        self.digest = digest_
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.written += len(data)
+        return self.target.write(data)
 
 
-def bundle_parts(
-    *, environment: str, host: str, blobs: Sequence[tuple[str, bytes]]
-) -> list[bytes]:
-    """The bundle's bytes in pieces, so a writer need not join large blobs."""
-    names = [name for name, _data in blobs]
-    # A bundle the reader would refuse is a bug in the caller, not bad input.
-    if len(set(names)) != len(names):
-        raise ValueError(f"blob names must be unique, got {names}")
-    if len(blobs) > MAX_BLOBS:
-        raise ValueError(f"at most {MAX_BLOBS} blobs fit a bundle, got {len(blobs)}")
-    manifest = Manifest(
-        environment=environment,
-        host=host,
-        consign_version=__version__,
-        blobs=tuple(
-            BlobEntry(name, len(data), hashlib.sha256(data).hexdigest()) for name, data in blobs
-        ),
-    )
-    manifest_bytes = canonical.pack(manifest_to_data(manifest))
-    parts = [
-        _HEADER.pack(MAGIC, FORMAT_VERSION, len(manifest_bytes)),
-        manifest_bytes,
-        _LENGTH.pack(0),
-    ]
-    parts.extend(data for _name, data in blobs)
-    return parts
+# -- reading ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A bundle's framing: nothing in it is trusted yet."""
+
+    path: str
+    size: int
+    manifest_bytes: bytes
+    signatures: tuple[Signature, ...]
+    blobs_offset: int
+
+    @property
+    def digest(self) -> str:
+        return digest(self.manifest_bytes)
 
 
 def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
@@ -203,8 +165,30 @@ def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
     return data
 
 
-def read_bundle(path: str) -> Bundle:
-    """Read and check a bundle: framing, limits, manifest, every blob's hash."""
+def _parse_signatures(block: bytes, path: str) -> tuple[Signature, ...]:
+    signatures: list[Signature] = []
+    offset = 0
+    while offset < len(block):
+        if len(signatures) == MAX_SIGNATURES:
+            raise BundleError(f"{path} carries more than {MAX_SIGNATURES} signatures")
+        if offset + _LENGTH.size > len(block):
+            raise BundleError(f"{path}: signature {len(signatures) + 1} is truncated")
+        (length,) = _LENGTH.unpack_from(block, offset)
+        offset += _LENGTH.size
+        if length > MAX_SIGNATURE_BLOB or offset + length > len(block):
+            raise BundleError(f"{path}: signature {len(signatures) + 1} has a bad length ({length})")
+        try:
+            signatures.append(Signature.decode(block[offset : offset + length]))
+        except SignatureFormatError as exc:
+            raise BundleError(
+                f"{path}: signature {len(signatures) + 1} is not an SSH signature: {exc}"
+            ) from None
+        offset += length
+    return tuple(signatures)
+
+
+def read_envelope(path: str) -> Envelope:
+    """Read a bundle's framing within the format's limits."""
     try:
         f = open(path, "rb")
     except OSError as exc:
@@ -247,34 +231,186 @@ def read_bundle(path: str) -> Bundle:
                 f"{path}: the signature block exceeds {MAX_SIGNATURE_BYTES} bytes "
                 f"(the header says {signature_length})"
             )
-        _read_exact(f, signature_length, path, "the signature block")
-        try:
-            manifest = manifest_from_data(canonical.unpack(manifest_bytes))
-        except (canonical.CanonicalError, DecodeError) as exc:
+        block = _read_exact(f, signature_length, path, "the signature block")
+        return Envelope(
+            path=path,
+            size=total,
+            manifest_bytes=manifest_bytes,
+            signatures=_parse_signatures(block, path),
+            blobs_offset=f.tell(),
+        )
+
+
+def decode_unverified(envelope: Envelope) -> Manifest:
+    """The manifest without trusting it: for inspection tools, never for applying."""
+    try:
+        return decode_manifest(envelope.manifest_bytes, MAX_MANIFEST_BYTES)
+    except (canonical.CanonicalError, DecodeError) as exc:
+        raise BundleError(
+            f"{envelope.path}: the manifest is invalid: {exc}",
+            hint="bundles are made by 'bundle build'; rebuild it or copy it again",
+        ) from None
+
+
+def verify_envelope(envelope: Envelope, trust: Trust, now: int) -> VerifiedBundle:
+    """Check the signatures, then decode the manifest and the file's length."""
+    path = envelope.path
+    if not envelope.signatures:
+        raise SignatureError(
+            f"{path} is not signed",
+            hint="build it with a signing key (bundle build --sign-key)",
+        )
+    signer, reasons = trust.check(envelope.signatures, envelope.manifest_bytes, now)
+    if signer is None:
+        raise SignatureError(
+            f"{path} has no signature this host trusts: " + "; ".join(reasons),
+            hint="add the builder's key to the allowed signers (bundle keys generate prints "
+            "the line), or rebuild with a trusted key",
+        )
+    manifest = decode_unverified(envelope)
+    expected = envelope.blobs_offset + sum(b.size for b in manifest.blobs)
+    if envelope.size < expected:
+        raise BundleError(
+            f"{path} is truncated: {envelope.size} bytes, the manifest promises {expected}",
+            hint="copy the bundle again",
+        )
+    if envelope.size > expected:
+        raise BundleError(
+            f"{path} has {envelope.size - expected} bytes of trailing data",
+            hint="the file was changed after it was built; copy the bundle again",
+        )
+    return VerifiedBundle(envelope, manifest, signer)
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle whose manifest is signed by a trusted key; blobs checked on use."""
+
+    envelope: Envelope
+    manifest: Manifest
+    signer: AllowedSigner
+
+    @property
+    def digest(self) -> str:
+        return self.envelope.digest
+
+    @property
+    def path(self) -> str:
+        return self.envelope.path
+
+    def _offset(self, name: str) -> int:
+        offset = self.envelope.blobs_offset
+        for entry in self.manifest.blobs:
+            if entry.name == name:
+                return offset
+            offset += entry.size
+        raise BundleError(f"{self.path} has no {name!r} blob")
+
+    def _stored_chunks(self, name: str) -> Iterator[bytes]:
+        """The blob's stored bytes; raises at the end if they do not match."""
+        entry = self.manifest.blob(name)
+        if entry is None:
+            raise BundleError(f"{self.path} has no {name!r} blob")
+        actual = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            f.seek(self._offset(name))
+            left = entry.size
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise BundleError(f"{self.path} is truncated in blob {name!r}")
+                actual.update(chunk)
+                left -= len(chunk)
+                yield chunk
+        if actual.hexdigest() != entry.sha256:
             raise BundleError(
-                f"{path}: the manifest is invalid: {exc}",
-                hint="bundles are made by 'bundle build'; rebuild it or copy it again",
-            ) from None
-        expected = f.tell() + sum(b.size for b in manifest.blobs)
-        if total < expected:
-            raise BundleError(
-                f"{path} is truncated: {total} bytes, the manifest promises {expected}",
-                hint="copy the bundle again",
+                f"{self.path}: blob {name!r} does not match its sha256: "
+                f"the manifest says {entry.sha256}, the blob has {actual.hexdigest()}",
+                hint="the bundle is damaged; copy it again",
             )
-        if total > expected:
-            raise BundleError(
-                f"{path} has {total - expected} bytes of trailing data",
-                hint="the file was changed after it was built; copy the bundle again",
-            )
-        blobs: dict[str, bytes] = {}
-        for entry in manifest.blobs:
-            data = _read_exact(f, entry.size, path, f"blob {entry.name!r}")
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != entry.sha256:
+
+    def check_blobs(self) -> None:
+        """Hash every blob as stored, before anything is decompressed."""
+        for entry in self.manifest.blobs:
+            for _chunk in self._stored_chunks(entry.name):
+                pass
+
+    def raw_chunks(self, name: str) -> Iterator[bytes]:
+        """The blob's content, decompressed within its declared size and checked."""
+        entry = self.manifest.blob(name)
+        if entry is None:
+            raise BundleError(f"{self.path} has no {name!r} blob")
+        stored = self._stored_chunks(name)
+        chunks = stored if entry.compression is Compression.NONE else _decompress(stored, entry.raw_size)
+        actual = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > entry.raw_size:
                 raise BundleError(
-                    f"{path}: blob {entry.name!r} does not match its sha256: "
-                    f"the manifest says {entry.sha256}, the blob has {actual}",
-                    hint="the bundle is damaged; copy it again",
+                    f"{self.path}: blob {name!r} unpacks to more than its {entry.raw_size} bytes"
                 )
-            blobs[entry.name] = data
-    return Bundle(manifest, manifest_bytes, blobs)
+            actual.update(chunk)
+            yield chunk
+        if size != entry.raw_size or actual.hexdigest() != entry.raw_sha256:
+            raise BundleError(
+                f"{self.path}: blob {name!r} does not unpack to its raw sha256 and size",
+                hint="the bundle is damaged or was built wrongly; build it again",
+            )
+
+    def read(self, name: str, limit: int) -> bytes:
+        """A small blob's content (a model), checked, at most `limit` bytes."""
+        entry = self.manifest.blob(name)
+        if entry is not None and entry.raw_size > limit:
+            raise BundleError(f"{self.path}: blob {name!r} is larger than {limit} bytes")
+        return b"".join(self.raw_chunks(name))
+
+    def extract_to(self, name: str, destination: str) -> None:
+        """Write a blob's checked content to the new file `destination`."""
+        with open(destination, "xb") as out:
+            for chunk in self.raw_chunks(name):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+class _ChunkReader:
+    """A readable over an iterator of byte strings (for zstd's stream_reader)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def _decompress(chunks: Iterable[bytes], raw_size: int) -> Iterator[bytes]:
+    """Stream-decompress one zstd frame: window capped, at most CHUNK bytes at a
+    time, never more than `raw_size` in all, nothing after the frame."""
+    source = _ChunkReader(chunks)
+    decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+    produced = 0
+    try:
+        with decompressor.stream_reader(
+            cast(IO[bytes], source), read_size=CHUNK, read_across_frames=False
+        ) as reader:
+            while chunk := reader.read(CHUNK):
+                produced += len(chunk)
+                if produced > raw_size:
+                    raise BundleError(
+                        f"a blob decompresses to more than its declared {raw_size} bytes"
+                    )
+                yield chunk
+    except zstandard.ZstdError as exc:
+        raise BundleError(f"a blob does not decompress: {exc}") from None
+    if source.read():
+        raise BundleError("a blob has data after its zstd frame")

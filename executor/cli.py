@@ -13,13 +13,15 @@ from .apply import (
     ApplyOptions,
     ApplyResult,
     ApplyStatus,
+    acceptance_json,
     apply_bundle,
     error_to_json,
 )
-from .console import guarded, print_error, print_json, stdout, version_callback
+from .console import guarded, print_error, print_json, print_note, stdout, version_callback
 from .deploy import RootStatus
 from .errors import ConsignError, ExitCode
 from .run import Level
+from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
 
 app = typer.Typer(
     name="executor",
@@ -98,27 +100,60 @@ def render_result(result: ApplyResult, verbose: bool) -> None:
         stdout.print(f"[bold red]failed[/]: {summary} before the failure")
 
 
+# Options of both apply and verify.
+BundleArgument = Annotated[Path, typer.Argument(help="The bundle file.")]
+HostOption = Annotated[
+    str | None, typer.Option("--host", help="This host's name (default: the machine's hostname).")
+]
+EnvironmentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--environment",
+        help="The environment this host belongs to (default: the one it accepted before).",
+    ),
+]
+StateOption = Annotated[
+    Path,
+    typer.Option("--state-dir", envvar="CONSIGN_STATE_DIR", help="The executor's state directory."),
+]
+TrustOption = Annotated[
+    Path,
+    typer.Option(
+        "--trust", envvar="CONSIGN_TRUST", help="Allowed signers file (OpenSSH format)."
+    ),
+]
+RevokedOption = Annotated[
+    Path | None, typer.Option("--revoked", help="Revoked public keys, one per line.")
+]
+DowngradeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-downgrade", help="Accept a bundle older than the newest accepted (recorded)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
 @app.command()
 def apply(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file to apply.")],
-    host: Annotated[
-        str | None, typer.Option(help="This host's name (default: the machine's hostname).")
-    ] = None,
+    bundle: BundleArgument,
+    host: HostOption = None,
+    environment: EnvironmentOption = None,
     target_dir: Annotated[
         Path | None,
         typer.Option("--target-dir", help="Deploy here instead of the environment's target_directory."),
     ] = None,
-    state_dir: Annotated[
-        Path,
-        typer.Option("--state-dir", envvar="CONSIGN_STATE_DIR", help="The executor's state directory."),
-    ] = Path(DEFAULT_STATE_DIR),
+    state_dir: StateOption = Path(DEFAULT_STATE_DIR),
+    trust: TrustOption = Path(DEFAULT_TRUST_FILE),
+    revoked: RevokedOption = None,
+    allow_downgrade: DowngradeOption = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only verify: report what would change, change nothing.")
     ] = False,
     timeout: Annotated[
         float | None, typer.Option(min=0.001, help="Stop the whole run after this many seconds.")
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_output: JsonOption = False,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Also show commands run, and tracebacks of failures."),
@@ -128,8 +163,12 @@ def apply(
     options = ApplyOptions(
         bundle=str(bundle),
         host=host,
+        environment=environment,
         target_directory=str(target_dir) if target_dir is not None else None,
         state_directory=str(state_dir),
+        trust_file=str(trust),
+        revoked_file=str(revoked) if revoked is not None else None,
+        allow_downgrade=allow_downgrade,
         dry_run=dry_run,
         timeout=timeout,
     )
@@ -142,6 +181,49 @@ def apply(
         render_result(result, verbose)
     if result.status is not ApplyStatus.OK:
         raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
+def verify(
+    bundle: BundleArgument,
+    host: HostOption = None,
+    environment: EnvironmentOption = None,
+    state_dir: StateOption = Path(DEFAULT_STATE_DIR),
+    trust: TrustOption = Path(DEFAULT_TRUST_FILE),
+    revoked: RevokedOption = None,
+    allow_downgrade: DowngradeOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Check a bundle as apply would, without applying or recording anything."""
+    options = VerifyOptions(
+        bundle=str(bundle),
+        host=host,
+        environment=environment,
+        trust_file=str(trust),
+        revoked_file=str(revoked) if revoked is not None else None,
+        state_directory=str(state_dir),
+        allow_downgrade=allow_downgrade,
+    )
+    acceptance = guarded(
+        lambda: accept_bundle(options), json_error=refused_json(host) if json_output else None
+    )
+    if json_output:
+        print_json(acceptance_json(acceptance))
+        return
+    manifest = acceptance.bundle.manifest
+    signer = acceptance.bundle.signer
+    for note in acceptance.notes:
+        print_note(note)
+    stdout.print(
+        f"[bold green]ok[/]: {escape(acceptance.bundle.path)} is a valid bundle for "
+        f"{escape(manifest.host)} ({escape(manifest.environment)}), serial {manifest.serial}, "
+        f"signed by {escape(','.join(signer.principals))} ({signer.key.fingerprint()})"
+    )
+    if acceptance.downgrade_from is not None:
+        stdout.print(
+            f"[yellow]downgrade[/]: older than serial {acceptance.downgrade_from}, which this host "
+            "accepted before"
+        )
 
 
 def main() -> Any:

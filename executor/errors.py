@@ -22,7 +22,10 @@ such by the command line.
     │   └── RunTimeoutError        the whole run exceeded its time limit
     └── RefusedError               input the executor will not accept
         ├── BundleError            not a bundle, truncated, or damaged
-        └── WrongTargetError       a bundle for another host or environment
+        ├── WrongTargetError       a bundle for another host or environment
+        ├── SignatureError         unsigned, or no signature by a trusted key
+        ├── RollbackError          older than the newest bundle this host accepted
+        └── TrustError             the allowed signers file cannot be used
 
 Both command lines map these to exit codes in one place (:class:`ExitCode`).
 
@@ -164,6 +167,20 @@ class BundleError(RefusedError):
 
 class WrongTargetError(RefusedError):
     code = "wrong-target"
+
+
+class SignatureError(RefusedError):
+    code = "untrusted"
+
+
+class RollbackError(RefusedError):
+    code = "rollback"
+
+
+class TrustError(RefusedError):
+    """The host's trust configuration (allowed signers) cannot be used."""
+
+    code = "trust-file"
 
 
 def merge_errors(errors: Sequence[ConsignError]) -> list[ConsignError]:

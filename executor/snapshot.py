@@ -19,9 +19,9 @@ import stat
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .errors import BundleError
-from .fs import fsync_directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +69,14 @@ def _check_writable(files: Sequence[SnapshotFile]) -> None:
         seen.add(name)
 
 
-def write_tar(files: Sequence[SnapshotFile], mtime: int) -> bytes:
-    """A deterministic tar of `files` (paths relative, '/'-separated)."""
+def write_tar(files: Sequence[SnapshotFile], mtime: int, out: BinaryIO) -> None:
+    """Write a deterministic tar of `files` (paths relative, '/'-separated) to `out`.
+
+    File contents stream from disk; nothing is held in memory.
+    """
     _check_writable(files)
-    buffer = io.BytesIO()
     entries = sorted(files, key=lambda f: f.name)
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         wanted = {f.name for f in entries}
         members: list[tuple[str, SnapshotFile | None]] = [
             (d, None) for d in _directories(wanted) if d not in wanted
@@ -92,15 +94,20 @@ def write_tar(files: Sequence[SnapshotFile], mtime: int) -> bytes:
             elif stat.S_ISREG(st.st_mode):
                 mode = 0o755 if st.st_mode & 0o111 else 0o644
                 with open(entry.source, "rb") as f:
-                    data = f.read()
-                info = _info(name, tarfile.REGTYPE, mode, mtime)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+                    info = _info(name, tarfile.REGTYPE, mode, mtime)
+                    info.size = os.fstat(f.fileno()).st_size
+                    tar.addfile(info, f)
             elif stat.S_ISDIR(st.st_mode):
                 # Listed directories (empty ones, git submodules) keep their
                 # entry, so that their children's parents are not missing.
                 tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, mtime))
             # Anything else (sockets, fifos) has no place in a repository.
+
+
+def tar_bytes(files: Sequence[SnapshotFile], mtime: int) -> bytes:
+    """write_tar into memory (small trees, tests)."""
+    buffer = io.BytesIO()
+    write_tar(files, mtime, buffer)
     return buffer.getvalue()
 
 
@@ -182,49 +189,65 @@ def check_members(members: Sequence[tarfile.TarInfo]) -> None:
             parent = posixpath.dirname(parent)
 
 
-def _check_end(data: bytes, offset: int) -> None:
+def _check_end(source: BinaryIO, offset: int) -> None:
     # tarfile quietly ends the archive at a truncated or damaged header after
     # the first member: insist on the end-of-archive marker (zero blocks,
     # then nothing but zero padding) where the last member ends.
-    rest = data[offset:]
-    if len(rest) < 2 * tarfile.BLOCKSIZE or rest.count(0) != len(rest):
+    source.seek(offset)
+    rest_size = 0
+    while chunk := source.read(1 << 16):
+        if chunk.count(0) != len(chunk):
+            rest_size = -1
+            break
+        rest_size += len(chunk)
+    if rest_size < 2 * tarfile.BLOCKSIZE:
         raise BundleError(
             "the repository snapshot is not a valid tar: no end-of-archive marker "
             f"at byte {offset} (the tar is truncated or damaged)"
         )
 
 
-def extract_tar(data: bytes, destination: str) -> None:
-    """Extract a snapshot into the new, empty directory `destination`."""
+def extract_tar(source: str | bytes, destination: str, *, durable: bool = False) -> None:
+    """Extract a snapshot (a tar file's path, or its bytes) into the new,
+    empty directory `destination`; everything is checked before anything is
+    written. With `durable`, the tree is on disk when this returns.
+    """
+    fileobj: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with fileobj, tarfile.open(fileobj=fileobj, mode="r:") as tar:
             members = tar.getmembers()
-            _check_end(data, tar.offset)
+            _check_end(fileobj, tar.offset)
             check_members(members)
-            os.makedirs(destination)
-            os.chmod(destination, 0o755)
-            for member in sorted(members, key=lambda m: posixpath.normpath(m.name)):
-                name = posixpath.normpath(member.name)
-                target = os.path.join(destination, name)
-                if member.isdir():
-                    os.makedirs(target, mode=0o755, exist_ok=True)
-                    # The umask must not change what the store holds.
-                    os.chmod(target, 0o755)
-                    continue
-                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-                if member.issym():
-                    os.symlink(member.linkname, target)
-                    continue
-                source = tar.extractfile(member)
-                assert source is not None  # a regular member always has data
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                mode = 0o755 if member.mode & 0o111 else 0o644
-                fd = os.open(target, flags, mode)
-                with os.fdopen(fd, "wb") as out:
-                    os.fchmod(out.fileno(), mode)
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
-                    os.fsync(out.fileno())
+            _extract(tar, members, destination)
     except tarfile.TarError as exc:
         raise BundleError(f"the repository snapshot is not a valid tar: {exc}") from None
-    fsync_directory(destination)
+    if durable:
+        # One sync for the whole tree: a fsync per file costs seconds on
+        # large trees, and nothing refers to the tree until it is renamed.
+        os.sync()
+
+
+def _extract(tar: tarfile.TarFile, members: Sequence[tarfile.TarInfo], destination: str) -> None:
+    os.makedirs(destination)
+    os.chmod(destination, 0o755)
+    for member in sorted(members, key=lambda m: posixpath.normpath(m.name)):
+        name = posixpath.normpath(member.name)
+        target = os.path.join(destination, name)
+        if member.isdir():
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            # The umask must not change what the store holds.
+            os.chmod(target, 0o755)
+            continue
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if member.issym():
+            os.symlink(member.linkname, target)
+            continue
+        source = tar.extractfile(member)
+        assert source is not None  # a regular member always has data
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        mode = 0o755 if member.mode & 0o111 else 0o644
+        fd = os.open(target, flags, mode)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            while chunk := source.read(1 << 20):
+                out.write(chunk)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from builder.build import BuildOptions, BuildResult, build
+from executor.apply import ApplyOptions
+from executor.bundle import VerifiedBundle, read_envelope, verify_envelope
+from executor.model import HostModel, decode_model
+from executor.verify import load_trust
+from tests.keys import signing_key
 
 
 def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
@@ -54,3 +63,35 @@ def git_commit(root: Path, message: str = "deployment", when: int = 1_700_000_00
     subprocess.run(
         ["git", "-C", str(root), "commit", "-q", "--allow-empty", "-m", message], check=True, env=env
     )
+
+
+def build_options(environment: str, repository: Path, **kw: Any) -> BuildOptions:
+    """Options for a test build: signed with the test key; a tree outside git
+    or with changes builds as --dirty unless the test says otherwise."""
+    kw.setdefault("dirty", True)
+    kw.setdefault("sign_keys", (signing_key().private,))
+    return BuildOptions(environment, repository=repository, **kw)
+
+
+def build_bundles(environment: str, repository: Path, **kw: Any) -> BuildResult:
+    return build(build_options(environment, repository, **kw))
+
+
+def apply_options(bundle: Path, tmp_path: Path, host: str | None = "web1", **kw: Any) -> ApplyOptions:
+    """Options for a test apply: target and state in tmp_path, the test key trusted."""
+    kw.setdefault("target_directory", str(tmp_path / "target"))
+    kw.setdefault("state_directory", str(tmp_path / "state"))
+    kw.setdefault("trust_file", str(signing_key().trust))
+    return ApplyOptions(bundle=str(bundle), host=host, **kw)
+
+
+def verified(path: Path) -> VerifiedBundle:
+    """A bundle checked with the test key, as a host would."""
+    trust, _notes = load_trust(str(signing_key().trust))
+    bundle = verify_envelope(read_envelope(str(path)), trust, int(time.time()))
+    bundle.check_blobs()
+    return bundle
+
+
+def model_of(path: Path) -> HostModel:
+    return decode_model(verified(path).read("model", 1 << 26))

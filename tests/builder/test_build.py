@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import BuildOptions, build
+from builder.build import build
 from builder.errors import BuildFailed, EnvironmentNotFound, RepositoryError
 from builder.repository import Repository
-from executor.bundle import read_bundle
-from executor.model import HostModel, decode_model
-from tests.deployments import deployment, git_commit
+from tests.deployments import build_bundles, build_options, deployment, git_commit, model_of
 
 SEED_TEST = """
     import batou.component
@@ -63,11 +61,6 @@ PROD = """
     """
 
 
-def model_of(path: Path) -> HostModel:
-    bundle = read_bundle(str(path))
-    return decode_model(bundle.blobs["model"])
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return deployment(
@@ -78,7 +71,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_build_writes_one_bundle_per_host_with_its_model(repo: Path) -> None:
-    result = build(BuildOptions("prod", repository=repo))
+    result = build_bundles("prod", repo)
 
     assert [h.name for h in result.hosts] == ["web1", "web2", "web3"]
     web1 = model_of(repo / "bundles/prod/web1.bundle")
@@ -94,7 +87,7 @@ def test_build_writes_one_bundle_per_host_with_its_model(repo: Path) -> None:
 
 
 def test_build_platform_option_applies_to_hosts_without_their_own(repo: Path) -> None:
-    build(BuildOptions("prod", repository=repo, platform="ubuntu"))
+    build_bundles("prod", repo, platform="ubuntu")
 
     assert model_of(repo / "bundles/prod/web1.bundle").host.platform == "ubuntu"
     assert model_of(repo / "bundles/prod/web3.bundle").host.platform == "nixos"
@@ -102,7 +95,7 @@ def test_build_platform_option_applies_to_hosts_without_their_own(repo: Path) ->
 
 
 def test_build_out_option_chooses_the_directory(repo: Path, tmp_path: Path) -> None:
-    result = build(BuildOptions("prod", repository=repo, out=tmp_path / "elsewhere"))
+    result = build_bundles("prod", repo, out=tmp_path / "elsewhere")
 
     assert result.out == (tmp_path / "elsewhere" / "prod").resolve()
     assert (tmp_path / "elsewhere/prod/web2.bundle").is_file()
@@ -111,17 +104,17 @@ def test_build_out_option_chooses_the_directory(repo: Path, tmp_path: Path) -> N
 
 def test_same_commit_builds_the_same_bytes_twice(repo: Path) -> None:
     git_commit(repo)
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
     first = (repo / "bundles/prod/web1.bundle").read_bytes()
     (repo / "bundles/prod/web1.bundle").unlink()
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     assert (repo / "bundles/prod/web1.bundle").read_bytes() == first
 
 
 def test_host_and_skip_options_select_and_report(repo: Path) -> None:
     result = build(
-        BuildOptions("prod", repository=repo, hosts=("web1", "web3"), skip_hosts=("web3",),
+        build_options("prod", repo, hosts=("web1", "web3"), skip_hosts=("web3",),
                      skip_components=("app",))
     )
 
@@ -152,7 +145,7 @@ def test_ignored_hosts_and_skipped_components_are_reported(tmp_path: Path) -> No
                 """
         },
     )
-    result = build(BuildOptions("prod", repository=repo))
+    result = build_bundles("prod", repo)
 
     assert [h.name for h in result.hosts] == ["web1"]
     assert [s.name for s in result.skipped_hosts] == ["web2", "web3"]
@@ -164,7 +157,7 @@ def test_ignored_hosts_and_skipped_components_are_reported(tmp_path: Path) -> No
 
 def test_unknown_host_and_component_options_are_errors(repo: Path) -> None:
     with pytest.raises(BuildFailed) as caught:
-        build(BuildOptions("prod", repository=repo, hosts=("web9",), skip_components=("nginx",)))
+        build_bundles("prod", repo, hosts=("web9",), skip_components=("nginx",))
 
     text = caught.value.render()
     assert "--host web9: environment 'prod' has no such host" in text
@@ -199,7 +192,7 @@ def test_errors_of_all_hosts_are_collected_merged_and_nothing_is_written(tmp_pat
     (repo / "bundles/prod/web1.bundle").write_bytes(b"old")
 
     with pytest.raises(BuildFailed) as caught:
-        build(BuildOptions("prod", repository=repo))
+        build_bundles("prod", repo)
 
     errors = caught.value.errors
     rendered = [e.render() for e in errors]
@@ -299,7 +292,7 @@ def test_deployment_errors_name_file_and_line(
     )
 
     with pytest.raises(BuildFailed) as caught:
-        build(BuildOptions("prod", repository=repo))
+        build_bundles("prod", repo)
 
     error = caught.value.errors[0]
     assert message in error.message
@@ -309,7 +302,7 @@ def test_deployment_errors_name_file_and_line(
 
 def test_missing_environment_lists_the_existing_ones(repo: Path) -> None:
     with pytest.raises(EnvironmentNotFound) as caught:
-        build(BuildOptions("staging", repository=repo))
+        build_bundles("staging", repo)
 
     assert "staging" in caught.value.message
     assert "prod" in caught.value.render()
@@ -317,7 +310,7 @@ def test_missing_environment_lists_the_existing_ones(repo: Path) -> None:
 
 def test_a_directory_without_environments_is_not_a_deployment(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError) as caught:
-        build(BuildOptions("prod", repository=tmp_path))
+        build_bundles("prod", tmp_path)
 
     assert "is not a deployment repository: it has no environments/ directory" in caught.value.message
     assert caught.value.hint == "run bundle inside your deployment repository or pass -C PATH"
@@ -332,24 +325,24 @@ def test_snapshot_keeps_links_to_directories_and_refuses_escaping_links(tmp_path
     (repo / "docs").symlink_to("components")
 
     assert "docs" in [f.name for f in Repository.open(repo).files()]
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     (repo / "abs").symlink_to("/etc/hostname")
     (repo / "up").symlink_to("../..")
     with pytest.raises(RepositoryError) as caught:
-        build(BuildOptions("prod", repository=repo))
+        build_bundles("prod", repo)
     assert "abs -> /etc/hostname, up -> ../.." in caught.value.message
 
 
 def test_a_whole_build_removes_bundles_of_hosts_it_no_longer_builds(repo: Path) -> None:
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
     (repo / "bundles/prod/web9.bundle").write_bytes(b"from a host that was removed")
 
-    only_web1 = build(BuildOptions("prod", repository=repo, hosts=("web1",)))
+    only_web1 = build_bundles("prod", repo, hosts=("web1",))
     assert only_web1.removed == ()
     assert (repo / "bundles/prod/web9.bundle").exists()
 
-    result = build(BuildOptions("prod", repository=repo, skip_hosts=("web2",)))
+    result = build_bundles("prod", repo, skip_hosts=("web2",))
     assert [p.name for p in result.removed] == ["web2.bundle", "web9.bundle"]
     assert sorted(p.name for p in (repo / "bundles/prod").iterdir()) == ["web1.bundle", "web3.bundle"]
 
@@ -373,7 +366,7 @@ def test_the_builder_configures_what_hosts_receive_not_ignored_files(tmp_path: P
     git_commit(repo)
 
     with pytest.raises(BuildFailed) as caught:
-        build(BuildOptions("prod", repository=repo))
+        build_bundles("prod", repo)
 
     assert "source file" in caught.value.errors[0].message
     assert "local-only.txt does not exist" in caught.value.errors[0].message
@@ -401,7 +394,7 @@ def test_two_clones_with_different_homes_build_the_same_bytes(
         )
         git_commit(repo)
         monkeypatch.setenv("HOME", str(tmp_path / name / "home"))
-        build(BuildOptions("prod", repository=repo))
+        build_bundles("prod", repo)
         bundles.append((repo / "bundles/prod/web1.bundle").read_bytes())
 
     assert bundles[0] == bundles[1]

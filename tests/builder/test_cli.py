@@ -8,8 +8,11 @@ from typer.testing import CliRunner
 
 from builder.cli import app
 from tests.deployments import deployment
+from tests.keys import signing_key
 
 runner = CliRunner()
+# Test repositories are not committed; every build is signed.
+SIGNED = ["--dirty", "--sign-key", str(signing_key().private)]
 
 APP = """
     from batou.component import Component
@@ -38,7 +41,7 @@ def test_build_lists_bundles_and_skipped_hosts(tmp_path: Path) -> None:
         },
     )
 
-    result = runner.invoke(app, ["build", "prod", "-C", str(repo), "--skip-host", "web2"])
+    result = runner.invoke(app, ["build", "prod", "-C", str(repo), "--skip-host", "web2", *SIGNED])
 
     assert result.exit_code == 0, result.output
     assert "built    web1:" in result.stdout
@@ -53,7 +56,7 @@ def test_build_errors_exit_1_and_are_listed_each(tmp_path: Path) -> None:
         environments={"prod": "[hosts]\nweb1 = app\nweb2 = app, nginx\n"},
     )
 
-    result = runner.invoke(app, ["build", "prod", "-C", str(repo)])
+    result = runner.invoke(app, ["build", "prod", "-C", str(repo), *SIGNED])
 
     assert result.exit_code == 1
     assert result.stderr.count("error:") == 2
@@ -66,7 +69,7 @@ def test_build_errors_exit_1_and_are_listed_each(tmp_path: Path) -> None:
 def test_a_missing_environment_exits_1_listing_the_known_ones(tmp_path: Path) -> None:
     repo = deployment(tmp_path, components={"app": APP}, environments={"prod": "[hosts]\nw = app\n"})
 
-    result = runner.invoke(app, ["build", "staging", "-C", str(repo)])
+    result = runner.invoke(app, ["build", "staging", "-C", str(repo), *SIGNED])
 
     assert result.exit_code == 1
     assert "environment 'staging' not found; existing environments: prod" in result.stderr
@@ -98,8 +101,8 @@ def test_verbose_shows_the_traceback_of_deployment_code(tmp_path: Path) -> None:
         environments={"prod": "[hosts]\nweb1 = app\n"},
     )
 
-    quiet = runner.invoke(app, ["build", "prod", "-C", str(repo)])
-    loud = runner.invoke(app, ["build", "prod", "-C", str(repo), "--verbose"])
+    quiet = runner.invoke(app, ["build", "prod", "-C", str(repo), *SIGNED])
+    loud = runner.invoke(app, ["build", "prod", "-C", str(repo), "--verbose", *SIGNED])
 
     assert "App (components/app/component.py:4)" in quiet.stderr
     assert "Traceback" not in quiet.stderr

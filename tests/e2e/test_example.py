@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployments import git_commit
+from tests.keys import signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,11 @@ pytestmark = pytest.mark.e2e
 
 # The console scripts of the installation that runs the tests.
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "CONSIGN_SIGN_KEY": str(signing_key().private),
+}
 
 
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -43,6 +48,7 @@ def example(tmp_path: Path) -> Path:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "requirements.txt", repo / "requirements.txt")
     shutil.copy(ROOT / "README.md", repo / "README.md")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     # prod writes /etc/example/app.env for real; in tests it goes to tmp_path.
     prod = repo / "environments/prod/environment.cfg"
     prod.write_text(prod.read_text() + f"\n[vfs]\nsandbox = Map\n/etc/example = {tmp_path}/etc-example\n")
@@ -54,6 +60,7 @@ def apply_json(repo: Path, host: str, target: Path, *extra: str) -> dict[str, ob
     completed = run(
         "executor", "apply", f"bundles/prod/{host}.bundle", "--host", host,
         "--target-dir", str(target), "--state-dir", str(target.parent / f"{host}-state"),
+        "--trust", str(signing_key().trust),
         "--json", *extra, cwd=repo,
     )
     data: dict[str, object] = json.loads(completed.stdout)
@@ -131,6 +138,7 @@ def test_exit_codes_of_the_console_scripts(example: Path, tmp_path: Path) -> Non
     run("bundle", "build", "prod", cwd=example)
     refused = run(
         "executor", "apply", "bundles/prod/web1.bundle", "--host", "web2",
+        "--trust", str(signing_key().trust),
         "--state-dir", str(tmp_path / "state"), cwd=example, check=False,
     )
     assert refused.returncode == 3

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from builder.build import BuildOptions, build
 from executor.apply import ApplyOptions, ApplyStatus, apply_bundle
 from executor.deploy import RootStatus
 from executor.errors import BundleError, WrongTargetError
-from tests.deployments import deployment
+from tests.deployments import apply_options, build_bundles, deployment
 
 APP = """
     from batou.component import Component, Attribute
@@ -56,18 +56,12 @@ def built(tmp_path: Path) -> Path:
         },
         environments={"prod": ENV},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
     return repo / "bundles" / "prod"
 
 
-def options(bundles: Path, tmp_path: Path, host: str = "web1", **kw: object) -> ApplyOptions:
-    return ApplyOptions(
-        bundle=str(bundles / f"{host}.bundle"),
-        host=host,
-        target_directory=str(tmp_path / "target"),
-        state_directory=str(tmp_path / "state"),
-        **kw,  # type: ignore[arg-type]
-    )
+def options(bundles: Path, tmp_path: Path, host: str = "web1", **kw: Any) -> ApplyOptions:
+    return apply_options(bundles / f"{host}.bundle", tmp_path, host=host, **kw)
 
 
 def test_apply_deploys_then_changes_nothing_the_second_time(built: Path, tmp_path: Path) -> None:
@@ -114,12 +108,7 @@ def test_dry_run_after_an_edit_names_the_component_and_changes_nothing(
 def test_a_bundle_for_another_host_is_refused_naming_both(built: Path, tmp_path: Path) -> None:
     with pytest.raises(WrongTargetError) as caught:
         apply_bundle(
-            ApplyOptions(
-                bundle=str(built / "web2.bundle"),
-                host="web1",
-                target_directory=str(tmp_path / "target"),
-                state_directory=str(tmp_path / "state"),
-            )
+            apply_options(built / "web2.bundle", tmp_path, host="web1")
         )
 
     assert caught.value.message == (
@@ -132,7 +121,7 @@ def test_a_bundle_for_another_host_is_refused_naming_both(built: Path, tmp_path:
 def test_the_default_identity_is_the_machine_hostname(built: Path, tmp_path: Path) -> None:
     with pytest.raises(WrongTargetError) as caught:
         apply_bundle(
-            ApplyOptions(bundle=str(built / "web1.bundle"), state_directory=str(tmp_path / "state"))
+            apply_options(built / "web1.bundle", tmp_path, host=None)
         )
 
     assert f"but this host is {socket.gethostname()!r}" in caught.value.message
@@ -180,7 +169,7 @@ def test_a_failing_component_fails_the_run_and_later_roots_do_not_run(tmp_path: 
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = first, second\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     result = apply_bundle(options(repo / "bundles/prod", tmp_path))
 
@@ -212,7 +201,7 @@ def test_the_run_timeout_stops_a_slow_command(tmp_path: Path) -> None:
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = slow\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     result = apply_bundle(options(repo / "bundles/prod", tmp_path, timeout=0.5))
 
@@ -248,7 +237,7 @@ def test_the_run_timeout_stops_python_code_too(tmp_path: Path) -> None:
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = slow\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     result = apply_bundle(options(repo / "bundles/prod", tmp_path, timeout=0.5))
 
@@ -278,7 +267,7 @@ def test_configure_that_depends_on_the_host_is_caught_before_any_update(tmp_path
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = sneaky\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
     flag.write_text("")
 
     result = apply_bundle(options(repo / "bundles/prod", tmp_path))

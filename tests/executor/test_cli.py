@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder.build import BuildOptions, build
 from executor.cli import app
-from tests.deployments import deployment
+from tests.deployments import build_bundles, deployment
+from tests.keys import signing_key
 
 runner = CliRunner()
 
@@ -31,7 +31,7 @@ def bundles(tmp_path: Path) -> Path:
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = app\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
     return repo / "bundles" / "prod"
 
 
@@ -45,6 +45,8 @@ def apply(bundles: Path, tmp_path: Path, *extra: str) -> object:
             str(tmp_path / "target"),
             "--state-dir",
             str(tmp_path / "state"),
+            "--trust",
+            str(signing_key().trust),
             *extra,
         ],
     )
@@ -94,7 +96,10 @@ def test_a_refused_bundle_in_json_mode_prints_json(bundles: Path, tmp_path: Path
 
 
 def test_a_missing_bundle_file_is_refused(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["apply", str(tmp_path / "nope.bundle"), "--host", "web1"])
+    result = runner.invoke(
+        app,
+        ["apply", str(tmp_path / "nope.bundle"), "--host", "web1", "--trust", str(signing_key().trust)],
+    )
 
     assert result.exit_code == 3
     assert "cannot read the bundle" in result.stderr
@@ -123,7 +128,7 @@ def test_a_failed_run_exits_1(tmp_path: Path) -> None:
         },
         environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = app\n"},
     )
-    build(BuildOptions("prod", repository=repo))
+    build_bundles("prod", repo)
 
     result = apply(repo / "bundles/prod", tmp_path, "--host", "web1")
 

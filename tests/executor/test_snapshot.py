@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from executor.errors import BundleError
-from executor.snapshot import SnapshotFile, extract_tar, write_tar
+from executor.snapshot import SnapshotFile, extract_tar, tar_bytes
 
 MTIME = 1_700_000_000
 
@@ -48,29 +48,29 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 def test_the_same_files_in_another_order_give_the_same_bytes(tmp_path: Path) -> None:
     files = make_tree(tmp_path)
 
-    assert write_tar(files, MTIME) == write_tar(list(reversed(files)), MTIME)
+    assert tar_bytes(files, MTIME) == tar_bytes(list(reversed(files)), MTIME)
 
 
 def test_mtimes_on_disk_do_not_matter(tmp_path: Path) -> None:
     files = make_tree(tmp_path)
-    before = write_tar(files, MTIME)
+    before = tar_bytes(files, MTIME)
 
     for entry in files:
         os.utime(entry.source, (12345, 67890), follow_symlinks=False)
 
-    assert write_tar(files, MTIME) == before
+    assert tar_bytes(files, MTIME) == before
 
 
 def test_the_directory_and_cwd_do_not_matter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    first = write_tar(make_tree(tmp_path / "one"), MTIME)
+    first = tar_bytes(make_tree(tmp_path / "one"), MTIME)
     elsewhere = tmp_path / "some" / "other" / "place"
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
 
-    second = write_tar(make_tree(tmp_path / "two"), MTIME)
+    second = tar_bytes(make_tree(tmp_path / "two"), MTIME)
 
     assert first == second
 
@@ -78,19 +78,19 @@ def test_the_directory_and_cwd_do_not_matter(
 def test_the_mtime_is_the_one_given(tmp_path: Path) -> None:
     files = make_tree(tmp_path)
 
-    infos = members(write_tar(files, MTIME))
+    infos = members(tar_bytes(files, MTIME))
 
     assert {info.mtime for info in infos} == {MTIME}
-    assert write_tar(files, MTIME) != write_tar(files, MTIME + 1)
+    assert tar_bytes(files, MTIME) != tar_bytes(files, MTIME + 1)
 
 
 def test_owners_are_root_without_names(tmp_path: Path) -> None:
-    for info in members(write_tar(make_tree(tmp_path), MTIME)):
+    for info in members(tar_bytes(make_tree(tmp_path), MTIME)):
         assert (info.uid, info.gid, info.uname, info.gname) == (0, 0, "", ""), info.name
 
 
 def test_modes_are_normalised_by_the_exec_bit(tmp_path: Path) -> None:
-    infos = {info.name: info for info in members(write_tar(make_tree(tmp_path), MTIME))}
+    infos = {info.name: info for info in members(tar_bytes(make_tree(tmp_path), MTIME))}
 
     modes = {name: info.mode for name, info in infos.items() if info.isreg()}
     assert modes == {
@@ -105,7 +105,7 @@ def test_modes_are_normalised_by_the_exec_bit(tmp_path: Path) -> None:
 
 
 def test_parent_directories_are_added_in_sorted_order(tmp_path: Path) -> None:
-    infos = members(write_tar(make_tree(tmp_path), MTIME))
+    infos = members(tar_bytes(make_tree(tmp_path), MTIME))
 
     assert [(info.name, info.isdir()) for info in infos] == [
         ("README.md", False),
@@ -125,7 +125,7 @@ def test_parent_directories_are_added_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_symlinks_are_kept_as_links(tmp_path: Path) -> None:
-    infos = {info.name: info for info in members(write_tar(make_tree(tmp_path), MTIME))}
+    infos = {info.name: info for info in members(tar_bytes(make_tree(tmp_path), MTIME))}
 
     assert infos["components/app/latest"].issym()
     assert infos["components/app/latest"].linkname == "templates/app.conf"
@@ -135,7 +135,7 @@ def test_symlinks_are_kept_as_links(tmp_path: Path) -> None:
 
 
 def test_no_pax_headers_carry_timestamps(tmp_path: Path) -> None:
-    data = write_tar(make_tree(tmp_path), MTIME)
+    data = tar_bytes(make_tree(tmp_path), MTIME)
 
     for info in members(data):
         assert info.pax_headers == {}, info.name
@@ -149,7 +149,7 @@ def test_a_long_name_gets_only_a_path_pax_header(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / name).write_bytes(b"long")
 
-    infos = members(write_tar([SnapshotFile(name, str(tmp_path / name))], MTIME))
+    infos = members(tar_bytes([SnapshotFile(name, str(tmp_path / name))], MTIME))
 
     assert infos[1].name == name
     assert set(infos[1].pax_headers) == {"path"}
@@ -165,7 +165,7 @@ def test_a_listed_directory_is_kept_even_when_empty(tmp_path: Path) -> None:
         SnapshotFile("full/f", str(tmp_path / "full/f")),
     ]
 
-    infos = members(write_tar(files, MTIME))
+    infos = members(tar_bytes(files, MTIME))
 
     assert [(i.name, i.isdir(), i.mode) for i in infos] == [
         ("empty", True, 0o755),
@@ -182,7 +182,7 @@ def test_special_files_are_left_out(tmp_path: Path) -> None:
         SnapshotFile("file", str(tmp_path / "file")),
     ]
 
-    assert [info.name for info in members(write_tar(files, MTIME))] == ["file"]
+    assert [info.name for info in members(tar_bytes(files, MTIME))] == ["file"]
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_write_tar_refuses_paths_extraction_would_refuse(
     source.write_bytes(b"")
 
     with pytest.raises(ValueError) as caught:
-        write_tar([SnapshotFile(name, str(source)) for name in names], MTIME)
+        tar_bytes([SnapshotFile(name, str(source)) for name in names], MTIME)
 
     assert str(caught.value) == message
 
@@ -228,7 +228,7 @@ def test_extract_restores_contents_modes_and_links(tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src")
     destination = tmp_path / "out"
 
-    extract_tar(write_tar(files, MTIME), str(destination))
+    extract_tar(tar_bytes(files, MTIME), str(destination))
 
     found = {}
     for current, dirs, names in os.walk(destination):
@@ -267,7 +267,7 @@ def test_extract_restores_contents_modes_and_links(tmp_path: Path) -> None:
 
 
 def test_extract_then_write_gives_the_same_bytes(tmp_path: Path) -> None:
-    data = write_tar(make_tree(tmp_path / "src"), MTIME)
+    data = tar_bytes(make_tree(tmp_path / "src"), MTIME)
     destination = tmp_path / "out"
     extract_tar(data, str(destination))
 
@@ -277,12 +277,12 @@ def test_extract_then_write_gives_the_same_bytes(tmp_path: Path) -> None:
             path = Path(current, name)
             files.append(SnapshotFile(path.relative_to(destination).as_posix(), str(path)))
 
-    assert write_tar(files, MTIME) == data
+    assert tar_bytes(files, MTIME) == data
 
 
 def test_extract_wants_a_new_destination(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
-        extract_tar(write_tar([], MTIME), str(tmp_path))
+        extract_tar(tar_bytes([], MTIME), str(tmp_path))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,27 @@
+"""One signing key for the whole test session, and a trust file that names it."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.signing import allowed_signers_line, generate_key
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Path
+    trust: Path
+
+
+@functools.cache
+def signing_key() -> SigningKey:
+    directory = Path(tempfile.mkdtemp(prefix="consign-test-key-"))
+    private = directory / "builder"
+    public = generate_key(private, comment="consign tests")
+    trust = directory / "allowed_signers"
+    trust.write_text(allowed_signers_line(public) + "\n")
+    trust.chmod(0o644)
+    return SigningKey(private, trust)
