@@ -8,10 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from executor.console import guarded, print_note, size, stdout, version_callback
+from executor.console import guarded, print_json, stderr, stdout, version_callback
 
-from .build import BuildOptions, BuildResult, build
+from .build import BuildOptions, build
 from .check import check_reproducible
+from .inspect import diff_bundles, inspect_bundle, write_signed_parts
+from .render import render_build, render_diff, render_inspection
 from .signing import generate_or_read_key
 
 app = typer.Typer(
@@ -33,27 +35,6 @@ def main_options(
     ] = False,
 ) -> None:
     """Build signed, reproducible per-host bundles from a deployment repository."""
-
-
-def render_build(result: BuildResult) -> None:
-    for note in result.notes:
-        print_note(note)
-    for host in result.hosts:
-        roots = ", ".join(host.roots) or "(no components)"
-        stdout.print(f"[green]built[/]    {escape(host.name)}: {escape(str(host.path))} ({size(host.size)}; {escape(roots)})")
-        for skipped in host.skipped:
-            stdout.print(f"  [yellow]skipped[/]  {escape(skipped.name)}: {escape(skipped.reason)}")
-    for path in result.removed:
-        stdout.print(f"[yellow]removed[/]  {escape(str(path))}: its host is not built any more")
-    for skipped_host in result.skipped_hosts:
-        stdout.print(f"[yellow]skipped[/]  {escape(skipped_host.name)}: {escape(skipped_host.reason)}")
-    for signer in result.signers:
-        stdout.print(f"[green]signed[/]   by {escape(signer)}")
-    source = result.source
-    state = "dirty working tree" if source.dirty else "clean"
-    stdout.print(f"serial {result.serial}, commit {source.commit or '(none)'} ({state})")
-    count = len(result.hosts)
-    stdout.print(f"[bold green]ok[/]: {count} bundle{'s' if count != 1 else ''} for environment {escape(result.environment)} in {escape(str(result.out))}")
 
 
 @app.command("build")
@@ -123,6 +104,46 @@ def build_command(
         stdout.print(f"[bold green]reproducible[/]: {escape(report)}")
 
 
+@app.command("inspect")
+def inspect_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the manifest and signatures as JSON.")] = False,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Also say whether a host with this allowed_signers file accepts it.")
+    ] = None,
+    revoked: Annotated[Path | None, typer.Option("--revoked", help="Revoked public keys (with --trust).")] = None,
+    manifest_out: Annotated[
+        Path | None, typer.Option("--manifest-out", help="Write the signed manifest bytes here.")
+    ] = None,
+    signature_out: Annotated[
+        Path | None, typer.Option("--signature-out", help="Write the first signature here (armored).")
+    ] = None,
+) -> None:
+    """Show what a bundle holds and who signed it."""
+    inspection = guarded(lambda: inspect_bundle(bundle, trust, revoked))
+    if json_output:
+        print_json(inspection.to_json())
+    else:
+        render_inspection(inspection)
+    if manifest_out is not None or signature_out is not None:
+        command = guarded(lambda: write_signed_parts(bundle, manifest_out, signature_out))
+        stderr.print(f"check by hand: {escape(command)}")
+
+
+@app.command("diff")
+def diff_command(
+    old: Annotated[Path, typer.Argument(help="The older bundle.")],
+    new: Annotated[Path, typer.Argument(help="The newer bundle of the same host.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+) -> None:
+    """What changed between two bundles of one host: manifest, model, repository files."""
+    diff = guarded(lambda: diff_bundles(old, new))
+    if json_output:
+        print_json(diff.to_json())
+    else:
+        render_diff(diff)
+
+
 keys = typer.Typer(help="Signing keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 
@@ -138,9 +159,13 @@ def keys_generate(
         bool,
         typer.Option("--exist-ok", help="If PATH exists, keep it and print its allowed_signers line."),
     ] = False,
+    trust_file: Annotated[
+        Path | None,
+        typer.Option("--trust-file", help="Also write the allowed_signers line to this file (0644)."),
+    ] = None,
 ) -> None:
     """Make an ed25519 signing key; print the line hosts put in their allowed_signers."""
-    line = guarded(lambda: generate_or_read_key(path, principal, comment, exist_ok))
+    line = guarded(lambda: generate_or_read_key(path, principal, comment, exist_ok, trust_file))
     stdout.print(escape(line))
 
 

@@ -39,7 +39,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
-from executor.fs import fsync_directory
+from executor.fs import fsync_directory, write_atomic
 from executor.sshsig import (
     KEY_TYPE,
     NAMESPACE,
@@ -707,11 +707,19 @@ def _agent_sign(socket_path: str, key: PublicKey, data: bytes, timeout: float) -
     return signature
 
 
-def generate_or_read_key(path: Path, principal: str, comment: str, exist_ok: bool) -> str:
+def generate_or_read_key(
+    path: Path, principal: str, comment: str, exist_ok: bool, trust_file: Path | None = None
+) -> str:
     """`bundle keys generate`: the allowed_signers line of a new (or, with
-    `exist_ok`, the existing) key at `path`."""
+    `exist_ok`, the existing) key at `path`; also written to `trust_file`
+    (mode 0644 whatever the umask, as hosts refuse one others can write)."""
     if exist_ok and path.exists():
         key = read_public_key(path)
     else:
         key = generate_key(path, comment=comment)
-    return allowed_signers_line(key, principal=principal, comment=comment)
+    line = allowed_signers_line(key, principal=principal, comment=comment)
+    if trust_file is not None:
+        trust_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(str(trust_file), (line + "\n").encode(), mode=0o644)
+        os.chmod(trust_file, 0o644)
+    return line

@@ -37,10 +37,9 @@ from .model import HostModel, decode_model
 from .run import DeadlineReached, FileDiff, Level, LogEntry, RunContext, alarm, interruptible
 from .bundle import VerifiedBundle
 from .snapshot import extract_tar
-from .state import prepare_directory, save_state
-from .verify import DEFAULT_TRUST_FILE, Acceptance, VerifyOptions, accept_bundle
+from .state import DEFAULT_STATE_DIR, prepare_directory, save_state
+from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
 
-DEFAULT_STATE_DIR = "/var/lib/consign"
 MAX_MODEL_BYTES = 64 << 20
 
 
@@ -125,37 +124,10 @@ class ApplyResult:
                 {"component": e.component, "message": e.message, "level": e.level.value}
                 for e in self.log
             ],
-            "error": error_to_json(self.error),
+            "error": None if self.error is None else self.error.to_json(),
             "target_directory": self.target_directory,
             "duration_s": round(self.duration_s, 6),
         }
-
-
-def acceptance_json(acceptance: Acceptance) -> dict[str, Any]:
-    """`executor verify --json`: the apply result's keys that apply to a check."""
-    manifest = acceptance.bundle.manifest
-    return {
-        "host": manifest.host,
-        "environment": manifest.environment,
-        "bundle": acceptance.bundle.digest,
-        "status": "ok",
-        "serial": manifest.serial,
-        "signer": acceptance.bundle.signer.key.fingerprint(),
-        "downgrade_from": acceptance.downgrade_from,
-        "notes": list(acceptance.notes),
-        "error": None,
-    }
-
-
-def error_to_json(error: ConsignError | None) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    return {
-        "code": error.code,
-        "message": error.message,
-        "where": error.where,
-        "hint": error.hint,
-    }
 
 
 def load_model(bundle: VerifiedBundle) -> HostModel:
@@ -265,13 +237,15 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
             f"downgrade allowed: serial {acceptance.downgrade_from} -> {bundle.manifest.serial}",
             Level.WARNING,
         )
+    # Unpacking is the last check of the bundle (its archive); only a bundle
+    # that passed all of them raises the serial this host accepts.
+    repository = unpack_snapshot(bundle, options.state_directory)
     if not options.dry_run:
         now = options.now if options.now is not None else int(time.time())
         accepted = acceptance.state.accept(
             bundle.manifest.environment, bundle.manifest.serial, bundle.digest, now
         )
         save_state(options.state_directory, accepted)
-    repository = unpack_snapshot(bundle, options.state_directory)
     target = None if options.target_directory is None else os.path.abspath(options.target_directory)
     target_directory = Environment(model.environment, target_directory=target).target_directory
     skipped = [(s.name, s.reason) for s in model.skipped]

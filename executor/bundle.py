@@ -19,6 +19,10 @@ bounded framing before the signature holds:
    when unpacked, decompressed with a capped window and checked against its
    raw size and sha256.
 
+Inspection tools that must read a bundle no host would trust use
+:func:`open_unverified`: the same framing, manifest and blob checks, and
+no signature check. Never apply what it returns.
+
 Reading and writing both live here, in the executor, the single owner of
 the format.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,8 +51,11 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SIGNATURE_BYTES = 64 << 10
 MAX_SIGNATURES = 16
-# zstd frames may not ask for a larger window than this (128 MiB).
+# zstd frames may not ask for a larger window than this (128 MiB), the
+# default limit of zstd(1) too.
 MAX_ZSTD_WINDOW = 1 << 27
+# A zstd frame header is at most this long (magic included).
+ZSTD_FRAME_HEADER_MAX = 18
 ZSTD_LEVEL = 3
 CHUNK = 1 << 20
 
@@ -149,10 +157,34 @@ class Envelope:
     manifest_bytes: bytes
     signatures: tuple[Signature, ...]
     blobs_offset: int
+    # (device, inode, size, mtime in ns) of the file read: the blobs are read
+    # again later, and must come from the same, unchanged file.
+    identity: tuple[int, int, int, int]
 
     @property
     def digest(self) -> str:
         return digest(self.manifest_bytes)
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _open_bundle(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open a bundle file for reading; only regular files are bundles."""
+    try:
+        # N.B. O_NONBLOCK: a FIFO planted where a bundle is expected must not
+        # hang the executor (and its lock) forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BundleError(f"cannot read the bundle {path}: {exc.strerror}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise BundleError(
+            f"{path} is not a regular file", hint="name the .bundle file that 'bundle build' wrote"
+        )
+    return os.fdopen(fd, "rb"), status
 
 
 def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
@@ -189,12 +221,9 @@ def _parse_signatures(block: bytes, path: str) -> tuple[Signature, ...]:
 
 def read_envelope(path: str) -> Envelope:
     """Read a bundle's framing within the format's limits."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise BundleError(f"cannot read the bundle {path}: {exc.strerror}") from None
+    f, status = _open_bundle(path)
     with f:
-        total = os.fstat(f.fileno()).st_size
+        total = status.st_size
         head = f.read(_HEADER.size)
         if not head:
             raise BundleError(f"{path} is empty", hint="copy the bundle again")
@@ -238,6 +267,7 @@ def read_envelope(path: str) -> Envelope:
             manifest_bytes=manifest_bytes,
             signatures=_parse_signatures(block, path),
             blobs_offset=f.tell(),
+            identity=_identity(status),
         )
 
 
@@ -250,6 +280,32 @@ def decode_unverified(envelope: Envelope) -> Manifest:
             f"{envelope.path}: the manifest is invalid: {exc}",
             hint="bundles are made by 'bundle build'; rebuild it or copy it again",
         ) from None
+
+
+def _check_length(envelope: Envelope, manifest: Manifest) -> None:
+    """The file ends exactly where the manifest's last blob ends."""
+    path = envelope.path
+    expected = envelope.blobs_offset + sum(b.size for b in manifest.blobs)
+    if envelope.size < expected:
+        raise BundleError(
+            f"{path} is truncated: {envelope.size} bytes, the manifest promises {expected}",
+            hint="copy the bundle again",
+        )
+    if envelope.size > expected:
+        raise BundleError(
+            f"{path} has {envelope.size - expected} bytes of trailing data",
+            hint="the file was changed after it was built; copy the bundle again",
+        )
+
+
+def open_unverified(path: str) -> BundleReader:
+    """A bundle's framing and manifest without any trust: for inspection
+    tools (`bundle inspect`, `bundle diff`), never for applying. The blobs
+    are still checked against the manifest when read."""
+    envelope = read_envelope(path)
+    manifest = decode_unverified(envelope)
+    _check_length(envelope, manifest)
+    return BundleReader(envelope, manifest)
 
 
 def verify_envelope(envelope: Envelope, trust: Trust, now: int) -> VerifiedBundle:
@@ -268,27 +324,18 @@ def verify_envelope(envelope: Envelope, trust: Trust, now: int) -> VerifiedBundl
             "the line), or rebuild with a trusted key",
         )
     manifest = decode_unverified(envelope)
-    expected = envelope.blobs_offset + sum(b.size for b in manifest.blobs)
-    if envelope.size < expected:
-        raise BundleError(
-            f"{path} is truncated: {envelope.size} bytes, the manifest promises {expected}",
-            hint="copy the bundle again",
-        )
-    if envelope.size > expected:
-        raise BundleError(
-            f"{path} has {envelope.size - expected} bytes of trailing data",
-            hint="the file was changed after it was built; copy the bundle again",
-        )
+    _check_length(envelope, manifest)
     return VerifiedBundle(envelope, manifest, signer)
 
 
 @dataclass(frozen=True)
-class VerifiedBundle:
-    """A bundle whose manifest is signed by a trusted key; blobs checked on use."""
+class BundleReader:
+    """A bundle's manifest and blobs; each blob is checked against the
+    manifest as it is read. Whether the manifest is trusted is up to the
+    caller: :func:`verify_envelope` gives a :class:`VerifiedBundle`."""
 
     envelope: Envelope
     manifest: Manifest
-    signer: AllowedSigner
 
     @property
     def digest(self) -> str:
@@ -312,7 +359,13 @@ class VerifiedBundle:
         if entry is None:
             raise BundleError(f"{self.path} has no {name!r} blob")
         actual = hashlib.sha256()
-        with open(self.path, "rb") as f:
+        f, status = _open_bundle(self.path)
+        with f:
+            if _identity(status) != self.envelope.identity:
+                raise BundleError(
+                    f"{self.path} changed after its signature was checked",
+                    hint="keep bundles in a directory only root can write while they are applied",
+                )
             f.seek(self._offset(name))
             left = entry.size
             while left:
@@ -341,7 +394,10 @@ class VerifiedBundle:
         if entry is None:
             raise BundleError(f"{self.path} has no {name!r} blob")
         stored = self._stored_chunks(name)
-        chunks = stored if entry.compression is Compression.NONE else _decompress(stored, entry.raw_size)
+        if entry.compression is Compression.NONE:
+            chunks = stored
+        else:
+            chunks = _decompress(stored, entry.raw_size, f"{self.path}: blob {name!r}")
         actual = hashlib.sha256()
         size = 0
         for chunk in chunks:
@@ -374,6 +430,13 @@ class VerifiedBundle:
             os.fsync(out.fileno())
 
 
+@dataclass(frozen=True)
+class VerifiedBundle(BundleReader):
+    """A bundle whose manifest is signed by a trusted key; blobs checked on use."""
+
+    signer: AllowedSigner
+
+
 class _ChunkReader:
     """A readable over an iterator of byte strings (for zstd's stream_reader)."""
 
@@ -381,36 +444,72 @@ class _ChunkReader:
         self._chunks = iter(chunks)
         self._buffer = b""
 
-    def read(self, size: int = -1) -> bytes:
+    def _fill(self, size: int) -> None:
         while size < 0 or len(self._buffer) < size:
             chunk = next(self._chunks, None)
             if chunk is None:
                 break
             self._buffer += chunk
+
+    def peek(self, size: int) -> bytes:
+        self._fill(size)
+        return self._buffer[:size]
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size)
         if size < 0:
             size = len(self._buffer)
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
 
 
-def _decompress(chunks: Iterable[bytes], raw_size: int) -> Iterator[bytes]:
-    """Stream-decompress one zstd frame: window capped, at most CHUNK bytes at a
-    time, never more than `raw_size` in all, nothing after the frame."""
+def _check_frame_header(head: bytes, raw_size: int, where: str) -> None:
+    """Refuse, with a clear message, a first frame that asks for too large a
+    window or announces more content than the manifest allows; the
+    decompressor enforces both anyway, for every frame."""
+    try:
+        params = zstandard.get_frame_parameters(head)
+    except zstandard.ZstdError:
+        return  # no complete frame header: the decompressor reports it
+    if params.window_size > MAX_ZSTD_WINDOW:
+        raise BundleError(
+            f"{where} asks for a zstd window of {params.window_size} bytes; "
+            f"the limit is {MAX_ZSTD_WINDOW}",
+            hint="the bundle was not compressed by consign; build it with 'bundle build'",
+        )
+    if params.content_size != zstandard.CONTENTSIZE_UNKNOWN and params.content_size > raw_size:
+        raise BundleError(
+            f"{where} announces {params.content_size} bytes of content; "
+            f"the manifest allows {raw_size}",
+            hint="the bundle is damaged or was built wrongly; build it again",
+        )
+
+
+def _decompress(chunks: Iterable[bytes], raw_size: int, where: str) -> Iterator[bytes]:
+    """Stream-decompress a zstd blob, as zstd(1) reads it (frame after frame):
+    window capped, at most CHUNK bytes at a time, never more than `raw_size`
+    plus one byte produced in all."""
     source = _ChunkReader(chunks)
+    _check_frame_header(source.peek(ZSTD_FRAME_HEADER_MAX), raw_size, where)
     decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
     produced = 0
     try:
         with decompressor.stream_reader(
-            cast(IO[bytes], source), read_size=CHUNK, read_across_frames=False
+            cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True
         ) as reader:
-            while chunk := reader.read(CHUNK):
+            # Ask for one byte more than the manifest allows, never for more.
+            while chunk := reader.read(min(CHUNK, raw_size - produced + 1)):
                 produced += len(chunk)
                 if produced > raw_size:
                     raise BundleError(
-                        f"a blob decompresses to more than its declared {raw_size} bytes"
+                        f"{where} decompresses to more than its declared {raw_size} bytes",
+                        hint="the bundle is damaged or was built wrongly; build it again",
                     )
                 yield chunk
     except zstandard.ZstdError as exc:
-        raise BundleError(f"a blob does not decompress: {exc}") from None
-    if source.read():
-        raise BundleError("a blob has data after its zstd frame")
+        raise BundleError(
+            f"{where} is not valid zstd data: {exc}",
+            hint="the bundle is damaged or was built wrongly; build it again",
+        ) from None
+    if source.read(1):
+        raise BundleError(f"{where} has data after its zstd frames")

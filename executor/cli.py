@@ -8,20 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .apply import (
-    DEFAULT_STATE_DIR,
-    ApplyOptions,
-    ApplyResult,
-    ApplyStatus,
-    acceptance_json,
-    apply_bundle,
-    error_to_json,
-)
-from .console import guarded, print_error, print_json, print_note, stdout, version_callback
-from .deploy import RootStatus
-from .errors import ConsignError, ExitCode
-from .run import Level
+from .console import guarded, print_json, print_note, refused_json, stdout, version_callback
+from .errors import ExitCode
+from .state import DEFAULT_STATE_DIR
 from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
+
 
 app = typer.Typer(
     name="executor",
@@ -42,62 +33,6 @@ def main_options(
     ] = False,
 ) -> None:
     """Verify and apply consign bundles on this host."""
-
-
-def refused_json(host: str | None) -> Any:
-    """The --json shape of a run that never started: same keys, nothing done."""
-
-    def shape(error: ConsignError) -> dict[str, Any]:
-        return {
-            "host": host,
-            "environment": None,
-            "bundle": None,
-            "status": "refused",
-            "dry_run": None,
-            "changed": [],
-            "skipped": [],
-            "roots": [],
-            "diffs": [],
-            "log": [],
-            "error": error_to_json(error),
-            "target_directory": None,
-            "duration_s": 0.0,
-        }
-
-    return shape
-
-
-def render_result(result: ApplyResult, verbose: bool) -> None:
-    verb = "would change" if result.dry_run else "changed"
-    mode = " (dry run)" if result.dry_run else ""
-    stdout.print(
-        f"[bold]{escape(result.host)}[/] ({escape(result.environment)}){mode}: "
-        f"bundle {result.bundle_digest[:12]}, target {escape(result.target_directory)}"
-    )
-    for root in result.roots:
-        if root.status is RootStatus.SKIPPED:
-            stdout.print(f"  [yellow]skipped[/]  {escape(root.name)}: {escape(root.reason)}")
-        elif root.status is RootStatus.NOT_RUN:
-            stdout.print(f"  [yellow]not run[/]  {escape(root.name)}: {escape(root.reason)}")
-    for crumbs in result.changed:
-        stdout.print(f"  [green]{verb}[/]  {escape(crumbs)}")
-    for diff in result.diffs:
-        if diff.diff is None:
-            stdout.print(f"  [dim]{escape(diff.path)}: {escape(diff.note)}[/]")
-        else:
-            stdout.print(escape(diff.diff.rstrip("\n")), style="dim")
-    for entry in result.log:
-        if entry.level is Level.DEBUG and not verbose:
-            continue
-        stdout.print(f"  [blue]log[/]  {escape(entry.component)}: {escape(entry.message)}")
-    count = len(result.changed)
-    summary = f"{count} component{'s' if count != 1 else ''} {verb} in {result.duration_s:.2f}s"
-    if result.status is ApplyStatus.OK:
-        stdout.print(f"[bold green]ok[/]: {summary}")
-    else:
-        assert result.error is not None
-        print_error(result.error, verbose=verbose)
-        stdout.print(f"[bold red]failed[/]: {summary} before the failure")
 
 
 # Options of both apply and verify.
@@ -160,6 +95,10 @@ def apply(
     ] = False,
 ) -> None:
     """Verify a bundle and apply it to this host."""
+    # Only apply needs the component machinery; verify starts faster without it.
+    from .apply import ApplyOptions, ApplyStatus, apply_bundle
+    from .render import render_result
+
     options = ApplyOptions(
         bundle=str(bundle),
         host=host,
@@ -208,7 +147,7 @@ def verify(
         lambda: accept_bundle(options), json_error=refused_json(host) if json_output else None
     )
     if json_output:
-        print_json(acceptance_json(acceptance))
+        print_json(acceptance.to_json())
         return
     manifest = acceptance.bundle.manifest
     signer = acceptance.bundle.signer

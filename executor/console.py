@@ -101,3 +101,26 @@ def size(value: int) -> str:
             return f"{value} B" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
     raise AssertionError("unreachable")
+
+
+def refused_json(host: str | None) -> Any:
+    """The --json shape of a run that never started: same keys, nothing done."""
+
+    def shape(error: ConsignError) -> dict[str, Any]:
+        return {
+            "host": host,
+            "environment": None,
+            "bundle": None,
+            "status": "refused",
+            "dry_run": None,
+            "changed": [],
+            "skipped": [],
+            "roots": [],
+            "diffs": [],
+            "log": [],
+            "error": error.to_json(),
+            "target_directory": None,
+            "duration_s": 0.0,
+        }
+
+    return shape

@@ -72,6 +72,16 @@ class ConsignError(Exception):
         """The single errors this one stands for (several, for a collection)."""
         return [self]
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "where": self.where,
+            "hint": self.hint,
+            "hosts": list(self.hosts),
+            "errors": [e.to_json() for e in self.parts()] if self.parts() != [self] else [],
+        }
+
     def render(self) -> str:
         lines = []
         head = f"{self.where}: {self.message}" if self.where else self.message

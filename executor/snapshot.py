@@ -166,12 +166,15 @@ def _check_link(name: str, target: str, links: Mapping[str, str]) -> None:
 def check_members(members: Sequence[tarfile.TarInfo]) -> None:
     """Refuse a snapshot that could write outside its tree or hold odd files."""
     seen: set[str] = set()
+    directories: set[str] = set()
     links: dict[str, str] = {}
     for member in members:
         name = _check_name(member)
         if name in seen:
             raise BundleError(f"snapshot member {name!r} appears twice")
         seen.add(name)
+        if member.isdir():
+            directories.add(name)
         if member.islnk():
             raise BundleError(f"snapshot member {name!r} is a hard link")
         if member.issym():
@@ -186,6 +189,11 @@ def check_members(members: Sequence[tarfile.TarInfo]) -> None:
         while parent:
             if parent in links:
                 raise BundleError(f"snapshot member {name!r} lies below the symlink {parent!r}")
+            if parent in seen and parent not in directories:
+                # Extraction could not create it: refuse it here, with the rest.
+                raise BundleError(
+                    f"snapshot member {name!r} lies below {parent!r}, which is not a directory"
+                )
             parent = posixpath.dirname(parent)
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import fnmatch
+import datetime
 import hashlib
+import re
 import struct
 import time
 from collections.abc import Sequence
@@ -222,9 +223,17 @@ class AllowedSigner:
             return f"its namespaces ({','.join(self.namespaces)}) do not include {namespace}"
         if self.valid_after is not None and now < self.valid_after:
             return f"it is valid only after {_format_time(self.valid_after)}"
-        if self.valid_before is not None and now >= self.valid_before:
-            return f"it was valid only before {_format_time(self.valid_before)}"
+        # N.B. like ssh-keygen -Y verify: still valid at the valid-before second.
+        if self.valid_before is not None and now > self.valid_before:
+            return f"it was valid only until {_format_time(self.valid_before)}"
         return None
+
+
+def _match_pattern(name: str, pattern: str) -> bool:
+    """OpenSSH's match_pattern: '*' any run, '?' any one character, nothing
+    else special (fnmatch's [...] classes would match where ssh-keygen does not)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.DOTALL) is not None
 
 
 def _matches_patterns(name: str, patterns: Sequence[str]) -> bool:
@@ -232,7 +241,7 @@ def _matches_patterns(name: str, patterns: Sequence[str]) -> bool:
     matched = False
     for pattern in patterns:
         negated = pattern.startswith("!")
-        if fnmatch.fnmatchcase(name, pattern[1:] if negated else pattern):
+        if _match_pattern(name, pattern[1:] if negated else pattern):
             if negated:
                 return False
             matched = True
@@ -244,18 +253,21 @@ def _format_time(value: int) -> str:
 
 
 def _parse_time(text: str) -> int:
-    """ssh-keygen's YYYYMMDD[HHMM[SS]][Z] (local time unless Z; we take UTC for Z
-    and the local zone otherwise, like OpenSSH)."""
-    utc = text.endswith("Z") or text.endswith("z")
+    """ssh-keygen's YYYYMMDD[HHMM[SS]][Z]: UTC with Z (or z), else local time,
+    as OpenSSH reads it."""
+    utc = text[-1:] in ("Z", "z")
     digits = text[:-1] if utc else text
-    if not digits.isdigit() or len(digits) not in (8, 12, 14):
+    if not digits.isascii() or not digits.isdigit() or len(digits) not in (8, 12, 14):
         raise TrustFileError(f"time {text!r} is not YYYYMMDD[HHMM[SS]][Z]")
-    padded = digits.ljust(14, "0")
+    fields = [int(digits[i : i + 2]) for i in range(4, len(digits), 2)]
+    year, month, day, hour, minute, second = [int(digits[:4]), *fields, 0, 0, 0][:6]
     try:
-        parts = time.strptime(padded, "%Y%m%d%H%M%S")
+        moment = datetime.datetime(year, month, day, hour, minute, second)
     except ValueError:
-        raise TrustFileError(f"time {text!r} is not a valid date") from None
-    return calendar.timegm(parts) if utc else int(time.mktime(parts))
+        raise TrustFileError(f"time {text!r} is not a valid date and time") from None
+    if utc:
+        return calendar.timegm(moment.timetuple())
+    return int(time.mktime(moment.timetuple()))
 
 
 def _split_options(text: str) -> list[str]:
@@ -307,16 +319,26 @@ def parse_allowed_signers(text: str) -> tuple[list[AllowedSigner], list[str]]:
         tokens = _tokens(line)
         if len(tokens) < 3:
             raise TrustFileError(f"line {number}: expected 'principals [options] key-type key'")
-        principals = tuple(p for p in tokens[0].split(",") if p)
+        # ssh-keygen allows the principals in quotes: "alice,bob".
+        principals = tuple(p for p in tokens[0].strip('"').split(",") if p)
         options: list[str] = []
         rest = tokens[1:]
         if rest[0] != KEY_TYPE and not rest[0].startswith(("ssh-", "ecdsa-", "sk-")):
-            options = _split_options(rest[0])
+            try:
+                options = _split_options(rest[0])
+            except TrustFileError as exc:
+                raise TrustFileError(f"line {number}: {exc}") from None
             rest = rest[1:]
         if len(rest) < 2:
             raise TrustFileError(f"line {number}: missing key type or key")
-        if rest[0] != KEY_TYPE or any(o.lower() == "cert-authority" for o in options):
-            notes.append(f"line {number}: skipped ({rest[0]} keys and certificate authorities do not sign bundles)")
+        if any(o.lower() == "cert-authority" for o in options):
+            notes.append(
+                f"line {number}: skipped (a certificate authority; consign trusts plain "
+                f"{KEY_TYPE} keys, not certificates)"
+            )
+            continue
+        if rest[0] != KEY_TYPE:
+            notes.append(f"line {number}: skipped ({rest[0]} keys do not sign bundles; only {KEY_TYPE})")
             continue
         try:
             key = PublicKey.from_openssh(f"{rest[0]} {rest[1]}")
@@ -324,18 +346,31 @@ def parse_allowed_signers(text: str) -> tuple[list[AllowedSigner], list[str]]:
             raise TrustFileError(f"line {number}: {exc}") from None
         namespaces: tuple[str, ...] | None = None
         valid_after = valid_before = None
+        seen: set[str] = set()
         for option in options:
             name, _, value = option.partition("=")
             name = name.lower()
-            value = value.strip('"')
-            if name == "namespaces":
-                namespaces = tuple(v for v in value.split(",") if v)
-            elif name == "valid-after":
-                valid_after = _parse_time(value)
-            elif name == "valid-before":
-                valid_before = _parse_time(value)
-            else:
+            if name not in ("namespaces", "valid-after", "valid-before"):
                 raise TrustFileError(f"line {number}: unknown option {name!r}")
+            if name in seen:
+                raise TrustFileError(f"line {number}: option {name!r} appears twice")
+            seen.add(name)
+            # N.B. ssh-keygen refuses these values unquoted; so do we, so that
+            # both tools read the same file the same way.
+            if len(value) < 2 or not value.startswith('"') or not value.endswith('"'):
+                raise TrustFileError(
+                    f'line {number}: the value of {name!r} must be in double quotes ({name}="...")'
+                )
+            value = value[1:-1]
+            try:
+                if name == "namespaces":
+                    namespaces = tuple(v for v in value.split(",") if v)
+                elif name == "valid-after":
+                    valid_after = _parse_time(value)
+                else:
+                    valid_before = _parse_time(value)
+            except TrustFileError as exc:
+                raise TrustFileError(f"line {number}: {name}: {exc}") from None
         entries.append(AllowedSigner(principals, key, namespaces, valid_after, valid_before, number))
     return entries, notes
 

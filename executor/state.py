@@ -18,6 +18,7 @@ from .decode import DecodeError, Fields
 from .errors import StateError
 from .fs import write_atomic
 
+DEFAULT_STATE_DIR = "/var/lib/consign"
 STATE_FILE = "state.msgpack"
 STATE_VERSION = 1
 MAX_STATE_BYTES = 16 << 20
@@ -107,6 +108,9 @@ def _state_path(state_directory: str) -> str:
 def load_state(state_directory: str) -> HostState:
     """The host's state; a host that never accepted a bundle has an empty one."""
     path = _state_path(state_directory)
+    if os.path.isdir(state_directory):
+        # State that others could have written cannot protect against rollback.
+        _check_private(state_directory)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_STATE_BYTES + 1)
@@ -131,17 +135,35 @@ def prepare_directory(state_directory: str) -> None:
     """Create the state directory (0700) or check that it is only the owner's."""
     try:
         os.makedirs(state_directory, mode=0o700, exist_ok=True)
-        mode = os.stat(state_directory).st_mode
     except OSError as exc:
         raise StateError(
             f"cannot use the state directory {state_directory}: {exc.strerror}",
             hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
         ) from None
-    if stat.S_IMODE(mode) & 0o022:
+    _check_private(state_directory)
+
+
+def _check_private(state_directory: str) -> None:
+    """Only the executor's user may write the state directory."""
+    try:
+        status = os.stat(state_directory)
+    except OSError as exc:
         raise StateError(
-            f"the state directory {state_directory} is writable by others "
-            f"(mode {stat.S_IMODE(mode):o})",
+            f"cannot use the state directory {state_directory}: {exc.strerror}",
+            hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
+        ) from None
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o022:
+        raise StateError(
+            f"the state directory {state_directory} is writable by others (mode {mode:o})",
             hint=f"chmod 700 {state_directory}: whoever writes it can undo rollback protection",
+        )
+    if status.st_uid != os.geteuid():
+        raise StateError(
+            f"the state directory {state_directory} belongs to uid {status.st_uid}, "
+            f"not to the executor's uid {os.geteuid()}",
+            hint=f"chown {os.geteuid()} {state_directory}, or pass --state-dir with the "
+            "executor's own directory",
         )
 
 

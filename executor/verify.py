@@ -13,11 +13,12 @@ import socket
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .bundle import VerifiedBundle, read_envelope, verify_envelope
 from .errors import RollbackError, TrustError, WrongTargetError
 from .sshsig import PublicKey, Trust, TrustFileError, parse_allowed_signers, parse_revoked_keys
-from .state import HostState, load_state
+from .state import DEFAULT_STATE_DIR, HostState, load_state
 
 DEFAULT_TRUST_FILE = "/etc/consign/allowed_signers"
 MAX_TRUST_FILE_BYTES = 1 << 20
@@ -29,8 +30,13 @@ def this_host() -> str:
 
 def _read_trust_file(path: str, what: str) -> str:
     try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
+        # N.B. O_NONBLOCK: a FIFO in its place must not hang the executor.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            raise TrustError(f"the {what} file {path} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_TRUST_FILE_BYTES + 1)
     except FileNotFoundError:
         raise TrustError(
@@ -39,10 +45,17 @@ def _read_trust_file(path: str, what: str) -> str:
         ) from None
     except OSError as exc:
         raise TrustError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o022:
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o022:
         raise TrustError(
-            f"the {what} file {path} is writable by others (mode {stat.S_IMODE(mode):o})",
+            f"the {what} file {path} is writable by others (mode {mode:o})",
             hint=f"chmod 644 {path}: whoever can write it decides what this host runs",
+        )
+    if status.st_uid not in (0, os.geteuid()):
+        # Its owner could make it writable again at any time.
+        raise TrustError(
+            f"the {what} file {path} belongs to uid {status.st_uid}, not to root",
+            hint=f"chown root {path}: whoever owns it decides what this host runs",
         )
     if len(data) > MAX_TRUST_FILE_BYTES:
         raise TrustError(f"the {what} file {path} is larger than {MAX_TRUST_FILE_BYTES} bytes")
@@ -80,7 +93,7 @@ class VerifyOptions:
     environment: str | None = None
     trust_file: str = DEFAULT_TRUST_FILE
     revoked_file: str | None = None
-    state_directory: str = "/var/lib/consign"
+    state_directory: str = DEFAULT_STATE_DIR
     allow_downgrade: bool = False
     now: int | None = None
 
@@ -94,6 +107,21 @@ class Acceptance:
     # Set when the bundle is older than the newest accepted (--allow-downgrade).
     downgrade_from: int | None = None
     notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """`executor verify --json`: the keys of apply's result that apply to a check."""
+        manifest = self.bundle.manifest
+        return {
+            "host": manifest.host,
+            "environment": manifest.environment,
+            "bundle": self.bundle.digest,
+            "status": "ok",
+            "serial": manifest.serial,
+            "signer": self.bundle.signer.key.fingerprint(),
+            "downgrade_from": self.downgrade_from,
+            "notes": list(self.notes),
+            "error": None,
+        }
 
 
 def check_target(bundle: VerifiedBundle, identity: str, environment: str | None) -> None:

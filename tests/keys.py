@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ class SigningKey:
 @functools.cache
 def signing_key() -> SigningKey:
     directory = Path(tempfile.mkdtemp(prefix="consign-test-key-"))
+    atexit.register(shutil.rmtree, directory, True)
     private = directory / "builder"
     public = generate_key(private, comment="consign tests")
     trust = directory / "allowed_signers"

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from builder.build import build
-from builder.errors import BuildFailed, EnvironmentNotFound, RepositoryError
+from builder.check import NotReproducible, check_reproducible
+from builder.errors import BuildError, BuildFailed, EnvironmentNotFound, RepositoryError, SigningKeyError
+from builder.signing import generate_key, read_public_key
+from executor.bundle import read_envelope
+from executor.manifest import Manifest
 from builder.repository import Repository
-from tests.deployments import build_bundles, build_options, deployment, git_commit, model_of
+from tests.deployments import (
+    build_bundles,
+    build_options,
+    deployment,
+    git_commit,
+    model_of,
+    verified,
+)
+from tests.keys import signing_key
 
 SEED_TEST = """
     import batou.component
@@ -402,3 +416,132 @@ def test_two_clones_with_different_homes_build_the_same_bytes(
     assert "App > File('{home}/.apprc')" in tree
     # Only a whole path component is the target: /srv/app-logs is not below /srv/app.
     assert "App > File('/srv/app-logs/x.conf')" in tree
+
+
+# -- sources, serials, keys ------------------------------------------------------
+
+
+def manifest_of(path: Path) -> Manifest:
+    return verified(path).manifest
+
+
+def test_a_clean_commit_gives_serial_and_build_time_from_the_commit(repo: Path) -> None:
+    git_commit(repo, when=1_700_000_123)
+    result = build(build_options("prod", repo, dirty=False, clock=lambda: 5))
+
+    manifest = manifest_of(repo / "bundles/prod/web1.bundle")
+    assert (manifest.serial, manifest.build_time) == (1_700_000_123, 1_700_000_123)
+    assert manifest.source.dirty is False
+    assert manifest.source.commit is not None and len(manifest.source.commit) == 40
+    assert result.serial == 1_700_000_123
+
+
+def test_serial_option_and_source_date_epoch(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    git_commit(repo, when=1_700_000_123)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")
+    build(build_options("prod", repo, dirty=False, serial=42))
+
+    manifest = manifest_of(repo / "bundles/prod/web1.bundle")
+    assert (manifest.serial, manifest.build_time) == (42, 1_600_000_000)
+
+
+def test_a_dirty_tree_is_refused_unless_asked_for(repo: Path) -> None:
+    git_commit(repo)
+    (repo / "components/app/component.py").write_text("# changed\n")
+    (repo / "new-file").write_text("x")
+
+    with pytest.raises(RepositoryError) as caught:
+        build(build_options("prod", repo, dirty=False))
+    assert caught.value.message == (
+        "the working tree differs from its commit: components/app/component.py, new-file"
+    )
+    assert "pass --dirty" in (caught.value.hint or "")
+    assert not (repo / "bundles").exists()
+
+
+def test_a_dirty_build_takes_its_serial_from_the_clock(repo: Path) -> None:
+    git_commit(repo, when=1_700_000_000)
+    (repo / "new-file").write_text("x")
+    build(build_options("prod", repo, dirty=True, clock=lambda: 1_800_000_000))
+
+    manifest = manifest_of(repo / "bundles/prod/web1.bundle")
+    assert (manifest.serial, manifest.build_time) == (1_800_000_000, 1_800_000_000)
+    assert manifest.source.dirty is True
+
+
+def test_a_repository_outside_git_needs_dirty(repo: Path) -> None:
+    with pytest.raises(RepositoryError, match="has no commit to build"):
+        build(build_options("prod", repo, dirty=False))
+
+
+def test_without_a_signing_key_the_build_says_how_to_make_one(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSIGN_SIGN_KEY", raising=False)
+    with pytest.raises(SigningKeyError) as caught:
+        build(build_options("prod", repo, sign_keys=()))
+
+    assert caught.value.message == "no signing key: every bundle must be signed"
+    assert "bundle keys generate" in (caught.value.hint or "")
+    assert not (repo / "bundles").exists()
+
+
+def test_keys_come_from_the_option_the_variable_or_the_environment_file(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = tmp_path / "keys" / "second"
+    generate_key(second)
+    monkeypatch.setenv("CONSIGN_SIGN_KEY", f"{signing_key().private}{os.pathsep}{second}")
+    build(build_options("prod", repo, sign_keys=()))
+    assert len(read_envelope(str(repo / "bundles/prod/web1.bundle")).signatures) == 2
+
+    monkeypatch.delenv("CONSIGN_SIGN_KEY")
+    shutil.copy(second, repo / "key")
+    (repo / "key").chmod(0o600)
+    env = repo / "environments/prod/environment.cfg"
+    env.write_text(env.read_text().replace("[environment]\n", "[environment]\nsign_key = key\n"))
+    build(build_options("prod", repo, sign_keys=()))
+    [signature] = read_envelope(str(repo / "bundles/prod/web1.bundle")).signatures
+    assert signature.key == read_public_key(second)
+
+
+def test_check_rebuilds_in_a_fresh_clone_and_finds_the_same_bytes(repo: Path) -> None:
+    git_commit(repo)
+    options = build_options("prod", repo, dirty=False)
+    result = build(options)
+
+    report = check_reproducible(options, result)
+
+    assert report.startswith("3 bundles equal a rebuild of ")
+
+
+def test_check_names_what_differs_when_the_build_is_not_reproducible(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "app": """
+                import time
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class App(Component):
+                    def configure(self):
+                        self += File(f"/tmp/consign-{time.time_ns()}")
+                """
+        },
+        environments={"prod": "[hosts]\nweb1 = app\n"},
+    )
+    git_commit(repo)
+    options = build_options("prod", repo, dirty=False)
+    result = build(options)
+
+    with pytest.raises(NotReproducible) as caught:
+        check_reproducible(options, result)
+
+    assert caught.value.message.startswith("web1: the rebuild differs in blob 'model'")
+
+
+def test_check_refuses_a_dirty_build(repo: Path) -> None:
+    options = build_options("prod", repo)
+    with pytest.raises(BuildError, match="--check compares a rebuild of the commit"):
+        check_reproducible(options, build(options))

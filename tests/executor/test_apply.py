@@ -212,7 +212,8 @@ def test_the_run_timeout_stops_a_slow_command(tmp_path: Path) -> None:
         "the run exceeded its time limit",
         "command timed out after 0.5s: sleep 30",
     )
-    assert result.error.where == "Slow (components/slow/component.py:8)"
+    # Where exactly the alarm lands (in update, or just after) varies.
+    assert result.error.where is not None and result.error.where.startswith("Slow")
     assert result.duration_s < 10
 
 

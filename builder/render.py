@@ -1,0 +1,77 @@
+"""Rendering the builder's results for people (only the command line calls this)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.markup import escape
+
+from executor.console import print_note, size, stdout
+
+from .build import BuildResult
+from .inspect import BundleDiff, Inspection
+
+
+def render_build(result: BuildResult) -> None:
+    for note in result.notes:
+        print_note(note)
+    for host in result.hosts:
+        roots = ", ".join(host.roots) or "(no components)"
+        stdout.print(f"[green]built[/]    {escape(host.name)}: {escape(str(host.path))} ({size(host.size)}; {escape(roots)})")
+        for skipped in host.skipped:
+            stdout.print(f"  [yellow]skipped[/]  {escape(skipped.name)}: {escape(skipped.reason)}")
+    for path in result.removed:
+        stdout.print(f"[yellow]removed[/]  {escape(str(path))}: its host is not built any more")
+    for skipped_host in result.skipped_hosts:
+        stdout.print(f"[yellow]skipped[/]  {escape(skipped_host.name)}: {escape(skipped_host.reason)}")
+    for signer in result.signers:
+        stdout.print(f"[green]signed[/]   by {escape(signer)}")
+    source = result.source
+    state = "dirty working tree" if source.dirty else "clean"
+    stdout.print(f"serial {result.serial}, commit {source.commit or '(none)'} ({state})")
+    count = len(result.hosts)
+    stdout.print(f"[bold green]ok[/]: {count} bundle{'s' if count != 1 else ''} for environment {escape(result.environment)} in {escape(str(result.out))}")
+
+
+def render_inspection(inspection: Inspection) -> None:
+    m = inspection.manifest
+    when = datetime.fromtimestamp(m["build_time"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    source = m["source"]
+    commit = source["commit"] or "(no commit)"
+    stdout.print(f"[bold]{escape(inspection.path)}[/] ({size(inspection.size)}, digest {inspection.digest[:16]})")
+    stdout.print(f"  host         {escape(m['host'])} ({escape(m['fqdn'])}), environment {escape(m['environment'])}")
+    stdout.print(f"  serial       {m['serial']}, built {when}")
+    stdout.print(f"  source       {commit}{' (dirty working tree)' if source['dirty'] else ''}")
+    stdout.print(f"  consign      {escape(m['consign_version'])}, platform {escape(str(m['target']['platform']))}")
+    stdout.print(f"  roots        {escape(', '.join(inspection.roots) or '(none)')}")
+    for skipped in inspection.skipped:
+        stdout.print(f"  skipped      {escape(skipped)}")
+    for blob in m["blobs"]:
+        stdout.print(
+            f"  blob {blob['name']:<8}{size(blob['size']):>10} stored, {size(blob['raw_size']):>10} raw "
+            f"({blob['compression']}), sha256 {blob['sha256'][:16]}"
+        )
+    for signature in inspection.signatures:
+        state = "valid" if signature.valid else "[red]does not match the manifest[/]"
+        line = f"  signature    {signature.fingerprint} ({escape(signature.namespace)}): {state}"
+        if inspection.trust_checked:
+            line += ", [green]trusted[/]" if signature.trusted is None else f", [red]not trusted[/]: {escape(signature.trusted)}"
+        stdout.print(line)
+    if not inspection.signatures:
+        stdout.print("  signature    [red]none: no host accepts this bundle[/]")
+
+
+def render_diff(diff: BundleDiff) -> None:
+    if diff.empty:
+        stdout.print(f"{escape(diff.host)}: no differences")
+        return
+    for title, changes in (("manifest", diff.manifest), ("model", diff.model)):
+        for change in changes:
+            stdout.print(f"  {title:<9}{escape(change.path)}: {escape(repr(change.old))} -> {escape(repr(change.new))}")
+    for label, paths, style in (
+        ("added", diff.files_added, "green"),
+        ("removed", diff.files_removed, "red"),
+        ("changed", diff.files_changed, "yellow"),
+    ):
+        for path in paths:
+            stdout.print(f"  [{style}]file {label:<8}[/]{escape(path)}")

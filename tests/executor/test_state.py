@@ -1,0 +1,181 @@
+"""What a host remembers: environment, highest serial, allowed downgrades."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from executor import canonical
+from executor.errors import StateError
+from executor.state import (
+    MAX_DOWNGRADES,
+    MAX_STATE_BYTES,
+    STATE_FILE,
+    Downgrade,
+    HostState,
+    load_state,
+    save_state,
+    state_to_data,
+)
+
+DIGEST_A, DIGEST_B = "a" * 64, "b" * 64
+
+
+def test_a_host_that_never_accepted_a_bundle_has_an_empty_state(tmp_path: Path) -> None:
+    assert load_state(str(tmp_path / "missing")) == HostState()
+    assert load_state(str(tmp_path)) == HostState()
+
+
+def test_state_round_trips_as_canonical_msgpack_only_root_can_read(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    state = HostState(
+        environment="prod",
+        highest_serial=1_700_000_000,
+        bundle=DIGEST_A,
+        downgrades=(Downgrade(1_700_000_100, 1_700_000_000, 1_600_000_000, DIGEST_B),),
+    )
+
+    save_state(str(directory), state)
+
+    assert load_state(str(directory)) == state
+    data = (directory / STATE_FILE).read_bytes()
+    assert canonical.unpack(data) == state_to_data(state)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / STATE_FILE).stat().st_mode) == 0o600
+    assert sorted(os.listdir(directory)) == [STATE_FILE]
+
+
+def test_saving_again_replaces_the_file_whole(tmp_path: Path) -> None:
+    save_state(str(tmp_path), HostState("prod", 1, DIGEST_A))
+    save_state(str(tmp_path), HostState("prod", 2, DIGEST_B))
+
+    assert load_state(str(tmp_path)) == HostState("prod", 2, DIGEST_B)
+    assert sorted(os.listdir(tmp_path)) == [STATE_FILE]
+
+
+def _packed(**fields: object) -> bytes:
+    data = state_to_data(HostState("prod", 5, DIGEST_A))
+    data.update(fields)
+    return canonical.pack(data)
+
+
+DAMAGED: dict[str, tuple[bytes, str]] = {
+    "not msgpack": (b"\xc1garbage", "malformed msgpack: reserved type byte at offset 0"),
+    "truncated": (_packed()[:-3], "truncated msgpack data"),
+    "empty": (b"", "truncated msgpack data"),
+    "not canonical": (_packed()[:-1] + b"\xcd\x00\x01", "not canonical: re-encoding gives different bytes"),
+    "another version": (_packed(version=2), "state.version: expected 1, got 2"),
+    "a serial below zero": (_packed(highest_serial=-1), "state.highest_serial: expected at least 0, got -1"),
+    "a serial as text": (_packed(highest_serial="5"), "state.highest_serial: expected int, got str"),
+    "an unknown field": (_packed(lock="x"), "state: unexpected field 'lock'"),
+    "a bad downgrade": (
+        _packed(downgrades=[{"time": 1, "from": 2, "to": 1}]),
+        "state.downgrades[0].bundle: missing",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DAMAGED, ids=list(DAMAGED))
+def test_a_damaged_state_file_is_an_error_not_an_empty_state(tmp_path: Path, case: str) -> None:
+    data, reason = DAMAGED[case]
+    path = tmp_path / STATE_FILE
+    path.write_bytes(data)
+
+    with pytest.raises(StateError) as caught:
+        load_state(str(tmp_path))
+
+    assert caught.value.message == f"{path} is damaged: {reason}"
+    assert caught.value.hint is not None and "older bundles would be accepted again" in caught.value.hint
+
+
+def test_a_state_file_over_the_limit_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    path.write_bytes(b"\0" * (MAX_STATE_BYTES + 10))
+
+    with pytest.raises(StateError) as caught:
+        load_state(str(tmp_path))
+
+    assert caught.value.message == (
+        f"{path} is damaged: {MAX_STATE_BYTES + 1} bytes exceed the limit of {MAX_STATE_BYTES}"
+    )
+
+
+def test_a_state_file_that_cannot_be_read_says_so(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).mkdir()
+
+    with pytest.raises(StateError) as caught:
+        load_state(str(tmp_path))
+
+    assert caught.value.message == f"cannot read {tmp_path / STATE_FILE}: Is a directory"
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o702, 0o777])
+def test_a_state_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "state"
+    save_state(str(directory), HostState("prod", 5, DIGEST_A))
+    before = (directory / STATE_FILE).read_bytes()
+    directory.chmod(mode)
+
+    for action in (lambda: load_state(str(directory)), lambda: save_state(str(directory), HostState())):
+        with pytest.raises(StateError) as caught:
+            action()
+        assert caught.value.message == (
+            f"the state directory {directory} is writable by others (mode {mode:o})"
+        )
+    assert (directory / STATE_FILE).read_bytes() == before
+    directory.chmod(0o700)
+    assert load_state(str(directory)) == HostState("prod", 5, DIGEST_A)
+
+
+def test_a_state_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory away")
+    directory = tmp_path / "state"
+    save_state(str(directory), HostState("prod", 5, DIGEST_A))
+    os.chown(directory, 12345, 12345)
+
+    with pytest.raises(StateError) as caught:
+        load_state(str(directory))
+
+    assert caught.value.message == (
+        f"the state directory {directory} belongs to uid 12345, not to the executor's uid 0"
+    )
+
+
+def test_accepting_raises_the_highest_serial_and_remembers_the_environment() -> None:
+    first = HostState().accept("prod", 100, DIGEST_A, now=1)
+    assert first == HostState("prod", 100, DIGEST_A)
+
+    newer = first.accept("prod", 200, DIGEST_B, now=2)
+    assert newer == HostState("prod", 200, DIGEST_B)
+
+    same = newer.accept("prod", 200, DIGEST_A, now=3)
+    assert same == HostState("prod", 200, DIGEST_A)
+    assert same.downgrades == ()
+
+    moved = same.accept("staging", 300, DIGEST_B, now=4)
+    assert moved.environment == "staging"
+
+
+def test_an_allowed_downgrade_is_recorded_and_becomes_the_new_highest() -> None:
+    state = HostState("prod", 200, DIGEST_A).accept("prod", 150, DIGEST_B, now=1_000)
+
+    assert state.downgrades == (Downgrade(1_000, 200, 150, DIGEST_B),)
+    # The operator chose the older bundle: it is now the floor.
+    assert state.highest_serial == 150
+    assert state.bundle == DIGEST_B
+
+
+def test_downgrade_records_are_bounded_keeping_the_latest(tmp_path: Path) -> None:
+    state = HostState("prod", 10_000, DIGEST_A)
+    for step in range(MAX_DOWNGRADES + 20):
+        state = state.accept("prod", 10_000 - step - 1, DIGEST_B, now=step)
+
+    assert len(state.downgrades) == MAX_DOWNGRADES
+    assert state.downgrades[0].time == 20
+    assert state.downgrades[-1] == Downgrade(MAX_DOWNGRADES + 19, 9_881, 9_880, DIGEST_B)
+    save_state(str(tmp_path), state)
+    assert load_state(str(tmp_path)) == state
