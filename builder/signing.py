@@ -46,7 +46,9 @@ from executor.sshsig import (
     PublicKey,
     Signature,
     SignatureFormatError,
+    WireReader,
     signed_data,
+    ssh_string,
 )
 
 from .errors import SigningKeyError
@@ -262,40 +264,6 @@ def _load_agent_signer(path: Path) -> AgentSigner:
 # -- key files -----------------------------------------------------------------
 
 
-class _Malformed(Exception):
-    """Bytes that do not follow the SSH wire format."""
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-class _Wire:
-    """A reader of SSH wire encoding (RFC 4251: uint32, string)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.offset = 0
-
-    def take(self, size: int) -> bytes:
-        if self.offset + size > len(self.data):
-            raise _Malformed("truncated")
-        chunk = self.data[self.offset : self.offset + size]
-        self.offset += size
-        return chunk
-
-    def u32(self) -> int:
-        value: int = struct.unpack(">I", self.take(4))[0]
-        return value
-
-    def string(self) -> bytes:
-        return self.take(self.u32())
-
-    def done(self) -> None:
-        if self.offset != len(self.data):
-            raise _Malformed(f"{len(self.data) - self.offset} bytes of trailing data")
-
-
 @dataclass(frozen=True, slots=True)
 class _PrivateKeyFile:
     """The clear header of an OpenSSH private key (PROTOCOL.key)."""
@@ -405,20 +373,20 @@ def _parse_private_file(path: Path, text: str) -> _PrivateKeyFile:
     except binascii.Error:
         raise _damaged(path, "it is not valid base64") from None
     try:
-        wire = _Wire(blob)
+        wire = WireReader(blob)
         if wire.take(len(PRIVATE_MAGIC)) != PRIVATE_MAGIC:
-            raise _Malformed("it does not start with openssh-key-v1")
+            raise SignatureFormatError("it does not start with openssh-key-v1")
         cipher = wire.string().decode("ascii", errors="replace")
         wire.string()  # kdf name
         wire.string()  # kdf options
         count = wire.u32()
         if count != 1:
-            raise _Malformed(f"it holds {count} keys; OpenSSH writes one per file")
+            raise SignatureFormatError(f"it holds {count} keys; OpenSSH writes one per file")
         public_blob = wire.string()
         wire.string()  # the (perhaps encrypted) private section
         wire.done()
-        key_type = _Wire(public_blob).string().decode("ascii", errors="replace")
-    except _Malformed as exc:
+        key_type = WireReader(public_blob).string().decode("ascii", errors="replace")
+    except SignatureFormatError as exc:
         raise _damaged(path, str(exc)) from None
     return _PrivateKeyFile(cipher, key_type, public_blob)
 
@@ -554,20 +522,20 @@ def _encode_private(private: Ed25519PrivateKey, key: PublicKey, comment: str) ->
     section = (
         check
         + check
-        + _string(KEY_TYPE.encode())
-        + _string(key.raw)
-        + _string(private.private_bytes_raw() + key.raw)
-        + _string(comment.encode())
+        + ssh_string(KEY_TYPE.encode())
+        + ssh_string(key.raw)
+        + ssh_string(private.private_bytes_raw() + key.raw)
+        + ssh_string(comment.encode())
     )
     section += bytes(range(1, 1 + -len(section) % 8))  # pad to the cipher block size, 8 for "none"
     blob = (
         PRIVATE_MAGIC
-        + _string(b"none")
-        + _string(b"none")
-        + _string(b"")
+        + ssh_string(b"none")
+        + ssh_string(b"none")
+        + ssh_string(b"")
         + struct.pack(">I", 1)
-        + _string(key.blob)
-        + _string(section)
+        + ssh_string(key.blob)
+        + ssh_string(section)
     )
     text = base64.b64encode(blob).decode()
     lines = [text[i : i + 70] for i in range(0, len(text), 70)]
@@ -670,33 +638,33 @@ def _agent_identities(socket_path: str, timeout: float) -> list[bytes]:
     if kind != SSH_AGENT_IDENTITIES_ANSWER:
         raise _AgentError(f"answered a request for its keys with message {kind}", unreachable=False)
     try:
-        wire = _Wire(payload)
+        wire = WireReader(payload)
         blobs = []
         for _ in range(wire.u32()):
             blobs.append(wire.string())
             wire.string()  # comment
         wire.done()
-    except _Malformed as exc:
+    except SignatureFormatError as exc:
         raise _AgentError(f"sent a malformed list of keys ({exc})", unreachable=False) from None
     return blobs
 
 
 def _agent_sign(socket_path: str, key: PublicKey, data: bytes, timeout: float) -> bytes | None:
     """The raw ed25519 signature of `data`, or None when the agent refuses."""
-    request = _string(key.blob) + _string(data) + struct.pack(">I", 0)
+    request = ssh_string(key.blob) + ssh_string(data) + struct.pack(">I", 0)
     kind, payload = _agent_request(socket_path, SSH_AGENTC_SIGN_REQUEST, request, timeout)
     if kind == SSH_AGENT_FAILURE:
         return None
     if kind != SSH_AGENT_SIGN_RESPONSE:
         raise _AgentError(f"answered a sign request with message {kind}", unreachable=False)
     try:
-        wire = _Wire(payload)
-        blob = _Wire(wire.string())
+        wire = WireReader(payload)
+        blob = WireReader(wire.string())
         wire.done()
         signature_type = blob.string()
         signature = blob.string()
         blob.done()
-    except _Malformed as exc:
+    except SignatureFormatError as exc:
         raise _AgentError(f"sent a malformed signature ({exc})", unreachable=False) from None
     if signature_type != KEY_TYPE.encode() or len(signature) != 64:
         raise _AgentError(

@@ -43,11 +43,13 @@ class SignatureFormatError(ValueError):
     """Bytes that are not an SSHSIG signature we can check."""
 
 
-def _string(data: bytes) -> bytes:
+def ssh_string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-class _Reader:
+class WireReader:
+    """Reads SSH wire encoding (RFC 4251: uint32, string); raises SignatureFormatError."""
+
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.offset = 0
@@ -80,11 +82,11 @@ class PublicKey:
     @property
     def blob(self) -> bytes:
         """The key in SSH wire format."""
-        return _string(KEY_TYPE.encode()) + _string(self.raw)
+        return ssh_string(KEY_TYPE.encode()) + ssh_string(self.raw)
 
     @classmethod
     def from_blob(cls, blob: bytes) -> PublicKey:
-        reader = _Reader(blob)
+        reader = WireReader(blob)
         kind = reader.string()
         if kind != KEY_TYPE.encode():
             raise SignatureFormatError(f"key type {kind.decode(errors='replace')!r} is not {KEY_TYPE}")
@@ -125,22 +127,22 @@ class Signature:
     signature: bytes
 
     def encode(self) -> bytes:
-        signature_blob = _string(KEY_TYPE.encode()) + _string(self.signature)
+        signature_blob = ssh_string(KEY_TYPE.encode()) + ssh_string(self.signature)
         return (
             MAGIC
             + struct.pack(">I", VERSION)
-            + _string(self.key.blob)
-            + _string(self.namespace.encode())
-            + _string(b"")
-            + _string(self.hash_algorithm.encode())
-            + _string(signature_blob)
+            + ssh_string(self.key.blob)
+            + ssh_string(self.namespace.encode())
+            + ssh_string(b"")
+            + ssh_string(self.hash_algorithm.encode())
+            + ssh_string(signature_blob)
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Signature:
         if len(data) > MAX_SIGNATURE_BLOB:
             raise SignatureFormatError(f"{len(data)} bytes is too large for a signature")
-        reader = _Reader(data)
+        reader = WireReader(data)
         if reader.take(len(MAGIC)) != MAGIC:
             raise SignatureFormatError("missing the SSHSIG magic")
         version = reader.u32()
@@ -150,7 +152,7 @@ class Signature:
         namespace = reader.string().decode("utf-8", errors="replace")
         reader.string()  # reserved
         hash_algorithm = reader.string().decode("ascii", errors="replace")
-        signature_blob = _Reader(reader.string())
+        signature_blob = WireReader(reader.string())
         reader.done()
         kind = signature_blob.string()
         if kind != KEY_TYPE.encode():
@@ -182,10 +184,10 @@ def signed_data(message: bytes, namespace: str = NAMESPACE, hash_algorithm: str 
     digest = HASHES[hash_algorithm](message).digest()
     return (
         MAGIC
-        + _string(namespace.encode())
-        + _string(b"")
-        + _string(hash_algorithm.encode())
-        + _string(digest)
+        + ssh_string(namespace.encode())
+        + ssh_string(b"")
+        + ssh_string(hash_algorithm.encode())
+        + ssh_string(digest)
     )
 
 
