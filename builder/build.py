@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from executor import __version__
 from executor import bundle as _bundle
 from executor.component import accepts_attribute, attribute_names
 from executor.configure import configure_host, tree_of
 from executor.errors import ConsignError, OverrideError, suggest
-from executor.fs import fsync_directory, stage_file
+from executor.fs import HashingWriter, fsync_directory, stage_file
 from executor.loader import Registry, load_components
 from executor.manifest import BlobEntry, Compression, Manifest, Source, Target, encode_manifest
 from executor.model import HostModel, HostRecord, RootRecord, SkippedRoot, encode_model
@@ -247,10 +246,11 @@ class _Inputs:
 
 def _check_clean(options: BuildOptions, status: Status) -> None:
     if status.commit is None and not options.dirty:
+        reason = status.changes[0].strip("()")
         raise RepositoryError(
-            f"the repository has no commit to build {status.changes[0]}",
-            hint="commit it with git, or pass --dirty to build the files as they are "
-            "(such a bundle is not reproducible)",
+            f"{options.repository} has no commit to build from ({reason}), so its bundles "
+            "could not be reproduced",
+            hint="commit it with git, or pass --dirty to build the files as they are",
         )
     if status.dirty and not options.dirty:
         shown = ", ".join(status.changes[:5]) + (
@@ -275,20 +275,39 @@ def _times(options: BuildOptions, status: Status) -> tuple[int, int]:
     return serial, epoch if epoch is not None else moment
 
 
-def _key_paths(options: BuildOptions, repository: Repository, configured: tuple[str, ...]) -> list[Path]:
-    """--sign-key, else CONSIGN_SIGN_KEY, else [environment] sign_key."""
+def _key_paths(
+    options: BuildOptions,
+    repository: Repository,
+    configured: tuple[str, ...],
+    snapshot: set[str],
+) -> list[Path]:
+    """--sign-key, else CONSIGN_SIGN_KEY, else [environment] sign_key; never a
+    private key in the repository snapshot, which every bundle carries."""
     if options.sign_keys:
-        return list(options.sign_keys)
-    variable = os.environ.get("CONSIGN_SIGN_KEY", "")
-    if variable.strip():
-        return [Path(p).expanduser() for p in variable.split(os.pathsep) if p.strip()]
-    if configured:
-        return [repository.root / Path(p).expanduser() for p in configured]
-    raise SigningKeyError(
-        "no signing key: every bundle must be signed",
-        hint="make one with 'bundle keys generate ~/.config/consign/builder-key', then pass "
-        "--sign-key, set CONSIGN_SIGN_KEY, or set sign_key in [environment]",
-    )
+        paths = list(options.sign_keys)
+    elif os.environ.get("CONSIGN_SIGN_KEY", "").strip():
+        variable = os.environ["CONSIGN_SIGN_KEY"]
+        paths = [Path(p).expanduser() for p in variable.split(os.pathsep) if p.strip()]
+    elif configured:
+        paths = [repository.root / Path(p).expanduser() for p in configured]
+    else:
+        raise SigningKeyError(
+            "no signing key: every bundle must be signed",
+            hint="make one with 'bundle keys generate ~/.config/consign/builder-key', then pass "
+            "--sign-key, set CONSIGN_SIGN_KEY, or set sign_key in [environment]",
+        )
+    for path in paths:
+        resolved = path.resolve()
+        if path.suffix == ".pub" or not resolved.is_relative_to(repository.root):
+            continue
+        if resolved.relative_to(repository.root).as_posix() in snapshot:
+            raise SigningKeyError(
+                f"the signing key {path} lies inside the repository {repository.root} and is "
+                "part of its snapshot, so it would travel in every bundle",
+                hint="move the private key out of the repository (e.g. ~/.config/consign/), or "
+                "keep it in ssh-agent and name its .pub file",
+            )
+    return paths
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -300,13 +319,15 @@ def build(options: BuildOptions) -> BuildResult:
     serial, build_time = _times(options, status)
     with tempfile.TemporaryDirectory(prefix="consign-build-") as scratch:
         tar = os.path.join(scratch, "repo.tar")
-        raw_size, raw_sha256 = _write_snapshot(repository.files(exclude=out), build_time, tar)
+        files = repository.files(exclude=out)
+        raw_size, raw_sha256 = _write_snapshot(files, build_time, tar)
         tree = Path(scratch, "repository")
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
         extract_tar(tar, str(tree))
         models, skipped_hosts, config = _configure_all(options, tree)
-        key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys))
+        snapshot = {f.name for f in files}
+        key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
         inputs = _Inputs(
             source=Source(commit=status.commit, dirty=status.dirty),
             serial=serial,
@@ -320,33 +341,11 @@ def build(options: BuildOptions) -> BuildResult:
         return _write(options, inputs, models, skipped_hosts, config.notes, (repo, compressed), out)
 
 
-class _Hashing(io.RawIOBase):
-    """A writable that hashes and counts what passes to the file below."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        # tarfile asks where it starts writing.
-        return self.size
-
-    def write(self, data: Any) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        self.target.write(data)
-        return len(data)
-
-
 def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[int, str]:
     with open(path, "wb") as f:
-        hashing = _Hashing(f)
+        hashing = HashingWriter(f)
         write_tar(files, mtime, cast(BinaryIO, hashing))
-    return hashing.size, hashing.digest.hexdigest()
+    return hashing.written, hashing.digest.hexdigest()
 
 
 def _configure_all(

@@ -35,7 +35,9 @@ def _git(*args: str, cwd: Path) -> str:
 
 def _rebuild_command(options: BuildOptions, result: BuildResult, repository: Path, out: Path) -> list[str]:
     command = [sys.executable, "-m", "builder", "build", options.environment, "-C", str(repository)]
-    command += ["--out", str(out), "--serial", str(result.serial)]
+    command += ["--out", str(out)]
+    if options.serial is not None:
+        command += ["--serial", str(options.serial)]
     for host in options.hosts:
         command += ["--host", host]
     for host in options.skip_hosts:
@@ -60,7 +62,19 @@ def first_difference(ours: Manifest, theirs: Manifest) -> str:
     for a, b in zip(ours.blobs, theirs.blobs, strict=False):
         if a != b:
             return f"blob {a.name!r} (sha256 {a.sha256[:12]} here, {b.sha256[:12]} in the rebuild)"
+    if len(ours.blobs) != len(theirs.blobs):
+        names = [b.name for b in ours.blobs], [b.name for b in theirs.blobs]
+        return f"the list of blobs ({names[0]} here, {names[1]} in the rebuild)"
     return "the signatures"
+
+
+def check_possible(options: BuildOptions) -> None:
+    """Refuse --check before building when it cannot succeed."""
+    if options.dirty:
+        raise BuildError(
+            "--check compares a rebuild of the commit; --dirty builds a changed working tree",
+            hint="commit the changes and build without --dirty",
+        )
 
 
 def check_reproducible(options: BuildOptions, result: BuildResult) -> str:
@@ -80,7 +94,8 @@ def check_reproducible(options: BuildOptions, result: BuildResult) -> str:
         out = Path(scratch, "out")
         home = Path(scratch, "home")
         home.mkdir()
-        environment = {**os.environ, "HOME": str(home)}
+        # Another home, time zone and umask: none of them may reach the bytes.
+        environment = {**os.environ, "HOME": str(home), "TZ": "Pacific/Chatham"}
         completed = subprocess.run(
             _rebuild_command(options, result, clone / relative, out),
             cwd=scratch,
@@ -88,6 +103,7 @@ def check_reproducible(options: BuildOptions, result: BuildResult) -> str:
             capture_output=True,
             text=True,
             check=False,
+            umask=0o077,
         )
         if completed.returncode != 0:
             raise NotReproducible(

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from executor.manifest import MAX_SERIAL
 from executor.console import guarded, print_json, stderr, stdout, version_callback
 
 from .build import BuildOptions, build
-from .check import check_reproducible
+from .check import check_possible, check_reproducible
 from .inspect import diff_bundles, inspect_bundle, write_signed_parts
 from .render import render_build, render_diff, render_inspection
 from .signing import generate_or_read_key
@@ -74,7 +75,9 @@ def build_command(
     ] = False,
     serial: Annotated[
         int | None,
-        typer.Option("--serial", min=0, help="The bundles' serial [default: the commit time]."),
+        typer.Option(
+            "--serial", min=0, max=MAX_SERIAL, help="The bundles' serial [default: the commit time]."
+        ),
     ] = None,
     check: Annotated[
         bool,
@@ -97,6 +100,8 @@ def build_command(
         serial=serial,
         sign_keys=tuple(sign_key or ()),
     )
+    if check:
+        guarded(lambda: check_possible(options))
     result = guarded(lambda: build(options), verbose=verbose)
     render_build(result)
     if check:

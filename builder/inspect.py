@@ -21,14 +21,13 @@ from executor import canonical
 from executor.bundle import BundleReader, open_unverified
 from executor.decode import DecodeError
 from executor.errors import BundleError
-from executor.manifest import manifest_to_data
+from executor.manifest import MAX_MODEL_BYTES, manifest_to_data
 from executor.model import decode_model, model_to_data
 from executor.sshsig import verify
 from executor.verify import load_trust
 
 from .errors import BuildError
 
-MAX_MODEL_BYTES = 64 << 20
 # bundle diff reads bundles nobody vouched for: bound the temporary file.
 MAX_DIFF_SNAPSHOT_BYTES = 2 << 30
 
@@ -124,12 +123,21 @@ def write_signed_parts(path: Path, manifest_out: Path | None, signature_out: Pat
     """Write the signed manifest bytes and the first signature (armored), so
     that ``ssh-keygen -Y verify ... -s S < M`` checks them by hand."""
     envelope = open_unverified(str(path)).envelope
-    if manifest_out is not None:
-        manifest_out.write_bytes(envelope.manifest_bytes)
-    if signature_out is not None:
-        if not envelope.signatures:
-            raise BuildError(f"{path} is not signed; there is no signature to write")
-        signature_out.write_text(envelope.signatures[0].armored())
+    if signature_out is not None and not envelope.signatures:
+        raise BuildError(f"{path} is not signed; there is no signature to write")
+    outputs = [(manifest_out, envelope.manifest_bytes)]
+    if envelope.signatures:
+        outputs.append((signature_out, envelope.signatures[0].armored().encode()))
+    for target, data in outputs:
+        if target is None:
+            continue
+        try:
+            target.write_bytes(data)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write {target}: {exc.strerror}",
+                hint="choose a path in a directory that exists and is writable",
+            ) from None
     return (
         f"ssh-keygen -Y verify -f allowed_signers -I builder -n consign-bundle "
         f"-s {signature_out or 'SIGNATURE'} < {manifest_out or 'MANIFEST'}"

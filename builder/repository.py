@@ -1,9 +1,9 @@
 """The deployment repository the builder reads.
 
 The repository root holds ``components/``, ``environments/`` and
-``requirements.txt``. Its snapshot is what git tracks (plus untracked files
-git does not ignore); outside git, every file except build output and
-caches.
+``requirements.txt``. Its snapshot is what git tracks (plus, for a --dirty
+build of a changed tree, untracked files git does not ignore); outside git,
+every file except build output and caches.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from executor.manifest import MAX_SERIAL
 from executor.snapshot import SnapshotFile
 
 from .errors import RepositoryError
@@ -167,9 +168,9 @@ def source_date_epoch() -> int | None:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
         return None
-    if not epoch.isdigit():
+    if not epoch.isdigit() or int(epoch) > MAX_SERIAL:
         raise RepositoryError(
-            f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds",
+            f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since 1970",
             hint="unset it, or set it to e.g. $(git log -1 --format=%ct)",
         )
     return int(epoch)

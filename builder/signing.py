@@ -39,7 +39,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
-from executor.fs import fsync_directory, write_atomic
+from executor.fs import NotRegularFile, fsync_directory, open_regular, write_atomic
 from executor.sshsig import (
     KEY_TYPE,
     NAMESPACE,
@@ -280,43 +280,31 @@ def _q(path: Path) -> str:
 def _read_file(path: Path, role: str) -> tuple[bytes, os.stat_result]:
     """The bytes of a small regular file, and its status from the same open."""
     try:
-        # N.B. O_NONBLOCK: opening a FIFO someone put there must not hang.
-        fd = os.open(path.expanduser(), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        f, status = open_regular(str(path.expanduser()))
     except FileNotFoundError:
         if path.name.endswith(".pub"):
             hint = f"`ssh-add -L` lists the public keys ssh-agent holds; save the one to use as {path}"
         else:
-            hint = f"create one with `ssh-keygen -t ed25519 -f {_q(path)}`"
+            hint = f"create one with `bundle keys generate {_q(path)}`"
         raise SigningKeyError(f"{role} {path} does not exist", hint=hint) from None
     except OSError as exc:
         raise SigningKeyError(
             f"cannot read {role} {path}: {exc.strerror}",
             hint="check the path and the permissions of the file and its directories",
         ) from None
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-            raise SigningKeyError(f"{role} {path} is {kind}", hint="name the key file itself")
-        chunks = []
-        size = 0
-        while size <= MAX_KEY_FILE:
-            try:
-                chunk = os.read(fd, MAX_KEY_FILE + 1 - size)
-            except OSError as exc:
-                raise SigningKeyError(f"cannot read {role} {path}: {exc.strerror}") from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > MAX_KEY_FILE:
+    except NotRegularFile as exc:
+        raise SigningKeyError(f"{role} {path} is {exc.kind}", hint="name the key file itself") from None
+    with f:
+        try:
+            data = f.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise SigningKeyError(f"cannot read {role} {path}: {exc.strerror}") from None
+    if len(data) > MAX_KEY_FILE:
         raise SigningKeyError(
             f"{role} {path} is not an OpenSSH key: it is larger than {MAX_KEY_FILE // 1024} KiB",
             hint="name the key file itself",
         )
-    return b"".join(chunks), status
+    return data, status
 
 
 def _text(data: bytes) -> str | None:

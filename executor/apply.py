@@ -9,6 +9,7 @@ check that configure built the tree the builder built, and deploy.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import shutil
@@ -33,6 +34,7 @@ from .errors import (
     count,
 )
 from .loader import load_components
+from .manifest import MAX_MODEL_BYTES
 from .model import HostModel, decode_model
 from .run import DeadlineReached, FileDiff, Level, LogEntry, RunContext, alarm, interruptible
 from .bundle import VerifiedBundle
@@ -40,7 +42,6 @@ from .snapshot import extract_tar
 from .state import DEFAULT_STATE_DIR, prepare_directory, save_state
 from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
 
-MAX_MODEL_BYTES = 64 << 20
 
 
 class ApplyStatus(enum.Enum):
@@ -134,7 +135,12 @@ def load_model(bundle: VerifiedBundle) -> HostModel:
     try:
         model = decode_model(bundle.read("model", MAX_MODEL_BYTES))
     except (CanonicalError, DecodeError) as exc:
-        raise BundleError(f"the bundle's model is invalid: {exc}") from None
+        raise BundleError(
+            f"the bundle's model is invalid: {exc}",
+            where=bundle.path,
+            hint="the model is signed, so the builder wrote it this way: rebuild the bundle "
+            "with the same consign version as this executor",
+        ) from None
     manifest = bundle.manifest
     if (model.host.name, model.environment.name) != (manifest.host, manifest.environment):
         raise BundleError(
@@ -150,16 +156,24 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def unpack_snapshot(bundle: VerifiedBundle, state_directory: str) -> Path:
-    """The repository snapshot, unpacked once into the store by its digest.
+def store_entry(bundle: VerifiedBundle, state_directory: str) -> Path:
+    """Where the store keeps (or will keep) the bundle's repository snapshot."""
+    entry = bundle.manifest.blob("repo")
+    assert entry is not None  # the manifest decoder requires it
+    # Keyed by the stored bytes' digest: a hit means the very bytes that were
+    # fully checked (decompressed, raw size and hash) when first unpacked.
+    return Path(state_directory, "store").resolve() / entry.sha256
+
+
+def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
+    """The repository snapshot, unpacked once into `store` by its digest.
 
     The tree appears under its final name only when complete (work
     directory, then rename), so the store never holds a half-unpacked entry.
     """
     entry = bundle.manifest.blob("repo")
     assert entry is not None  # the manifest decoder requires it
-    store = Path(state_directory, "store").resolve()
-    final = store / entry.raw_sha256
+    final = store / entry.sha256
     if final.is_dir():
         return final
     try:
@@ -172,17 +186,25 @@ def unpack_snapshot(bundle: VerifiedBundle, state_directory: str) -> Path:
                 f"{2 * entry.raw_size}",
                 hint="free space, or run 'executor gc' when it exists",
             )
-        work = tempfile.mkdtemp(prefix=f".{entry.raw_sha256[:12]}-", dir=store)
+        work = tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=store)
     except OSError as exc:
         raise StateError(
-            f"cannot use the state directory {state_directory}: {exc.strerror}",
+            f"cannot unpack into {store}: {exc.strerror}",
             hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
         ) from None
     try:
         tar = os.path.join(work, "repo.tar")
         bundle.extract_to("repo", tar)
         tree = os.path.join(work, "tree")
-        extract_tar(tar, tree, durable=True)
+        try:
+            extract_tar(tar, tree, durable=True)
+        except BundleError as exc:
+            raise BundleError(
+                exc.message,
+                where=bundle.path,
+                hint="the repository snapshot is hostile or damaged; nothing was written. "
+                "Do not apply this bundle; rebuild it from a repository you trust",
+            ) from None
         os.chmod(tree, 0o555)
         os.rename(tree, final)
     finally:
@@ -220,6 +242,11 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
     Raises RefusedError (a bundle this host does not accept) or StateError
     before anything changes. A run that fails returns a result with an error.
     """
+    with contextlib.ExitStack() as cleanup:
+        return _apply(options, cleanup)
+
+
+def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
     started = time.monotonic()
     deadline = started + options.timeout if options.timeout else None
     acceptance = accept_bundle(options.verify_options())
@@ -230,7 +257,6 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
     )
     for note in acceptance.notes:
         run.emit("", note, Level.WARNING)
-    prepare_directory(options.state_directory)
     if acceptance.downgrade_from is not None:
         run.emit(
             "",
@@ -238,8 +264,15 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
             Level.WARNING,
         )
     # Unpacking is the last check of the bundle (its archive); only a bundle
-    # that passed all of them raises the serial this host accepts.
-    repository = unpack_snapshot(bundle, options.state_directory)
+    # that passed all of them raises the serial this host accepts. A dry run
+    # writes nothing of the host's own: it unpacks into a temporary store.
+    cached = store_entry(bundle, options.state_directory)
+    if options.dry_run and not cached.is_dir():
+        scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
+        repository = unpack_snapshot(bundle, Path(scratch))
+    else:
+        prepare_directory(options.state_directory)
+        repository = unpack_snapshot(bundle, cached.parent)
     if not options.dry_run:
         now = options.now if options.now is not None else int(time.time())
         accepted = acceptance.state.accept(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import zstandard
 from . import canonical
 from .decode import DecodeError
 from .errors import BundleError, SignatureError
+from .fs import HashingWriter, NotRegularFile, open_regular
 from .manifest import Compression, Manifest, decode_manifest, digest
 from .sshsig import MAX_SIGNATURE_BLOB, AllowedSigner, Signature, SignatureFormatError, Trust
 
@@ -116,33 +116,15 @@ def _compressor() -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, threads=-1)
 
 
-def compress(data: bytes) -> bytes:
-    """zstd of small data (a model), through the same fixed path as files."""
-    return bytes(_compressor().compress(data))
-
-
 def compress_file(source: str, destination: str) -> tuple[int, str]:
     """zstd `source` into `destination`; return the compressed size and sha256."""
     size = os.path.getsize(source)
-    digest_ = hashlib.sha256()
     with open(source, "rb") as fin, open(destination, "wb") as fout:
-        writer = _HashingWriter(fout, digest_)
+        writer = HashingWriter(fout)
         _compressor().copy_stream(
             fin, cast(IO[bytes], writer), size=size, read_size=CHUNK, write_size=CHUNK
         )
-    return writer.written, digest_.hexdigest()
-
-
-class _HashingWriter:
-    def __init__(self, target: BinaryIO, digest_: hashlib._Hash) -> None:
-        self.target = target
-        self.digest = digest_
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.written += len(data)
-        return self.target.write(data)
+    return writer.written, writer.digest.hexdigest()
 
 
 # -- reading ---------------------------------------------------------------------
@@ -157,7 +139,7 @@ class Envelope:
     manifest_bytes: bytes
     signatures: tuple[Signature, ...]
     blobs_offset: int
-    # (device, inode, size, mtime in ns) of the file read: the blobs are read
+    # (device, inode, size, ctime in ns) of the file read: the blobs are read
     # again later, and must come from the same, unchanged file.
     identity: tuple[int, int, int, int]
 
@@ -167,24 +149,20 @@ class Envelope:
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
-    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    # ctime, unlike mtime, cannot be set back by the file's owner.
+    return (status.st_dev, status.st_ino, status.st_size, status.st_ctime_ns)
 
 
 def _open_bundle(path: str) -> tuple[BinaryIO, os.stat_result]:
     """Open a bundle file for reading; only regular files are bundles."""
     try:
-        # N.B. O_NONBLOCK: a FIFO planted where a bundle is expected must not
-        # hang the executor (and its lock) forever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        return open_regular(path)
     except OSError as exc:
         raise BundleError(f"cannot read the bundle {path}: {exc.strerror}") from None
-    status = os.fstat(fd)
-    if not stat.S_ISREG(status.st_mode):
-        os.close(fd)
+    except NotRegularFile as exc:
         raise BundleError(
-            f"{path} is not a regular file", hint="name the .bundle file that 'bundle build' wrote"
-        )
-    return os.fdopen(fd, "rb"), status
+            f"{path} is {exc.kind}", hint="name the .bundle file that 'bundle build' wrote"
+        ) from None
 
 
 def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
@@ -318,9 +296,13 @@ def verify_envelope(envelope: Envelope, trust: Trust, now: int) -> VerifiedBundl
         )
     signer, reasons = trust.check(envelope.signatures, envelope.manifest_bytes, now)
     if signer is None:
+        tampered = any("does not match the manifest" in reason for reason in reasons)
         raise SignatureError(
             f"{path} has no signature this host trusts: " + "; ".join(reasons),
-            hint="add the builder's key to the allowed signers (bundle keys generate prints "
+            hint="the manifest was changed after it was signed: copy the bundle again or "
+            "rebuild it"
+            if tampered
+            else "add the builder's key to the allowed signers (bundle keys generate prints "
             "the line), or rebuild with a trusted key",
         )
     manifest = decode_unverified(envelope)

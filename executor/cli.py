@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +11,15 @@ from rich.markup import escape
 
 from .console import guarded, print_json, print_note, refused_json, stdout, version_callback
 from .errors import ExitCode
-from .state import DEFAULT_STATE_DIR
-from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
+from .manifest import MAX_SERIAL
+from .state import DEFAULT_STATE_DIR, reset_serial
+from .verify import (
+    DEFAULT_REVOKED_FILE,
+    DEFAULT_TRUST_FILE,
+    VerifyOptions,
+    accept_bundle,
+    revoked_file,
+)
 
 
 app = typer.Typer(
@@ -58,7 +66,12 @@ TrustOption = Annotated[
     ),
 ]
 RevokedOption = Annotated[
-    Path | None, typer.Option("--revoked", help="Revoked public keys, one per line.")
+    Path | None,
+    typer.Option(
+        "--revoked",
+        envvar="CONSIGN_REVOKED",
+        help=f"Revoked public keys, one per line [default: {DEFAULT_REVOKED_FILE} when it exists].",
+    ),
 ]
 DowngradeOption = Annotated[
     bool,
@@ -67,6 +80,20 @@ DowngradeOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+# The keys of each command's --json output, with what a refusal reports.
+APPLY_KEYS: dict[str, Any] = {
+    "dry_run": None,
+    "changed": [],
+    "skipped": [],
+    "roots": [],
+    "diffs": [],
+    "log": [],
+    "target_directory": None,
+    "duration_s": 0.0,
+}
+VERIFY_KEYS: dict[str, Any] = {"serial": None, "signer": None, "downgrade_from": None, "notes": []}
 
 
 @app.command()
@@ -106,13 +133,14 @@ def apply(
         target_directory=str(target_dir) if target_dir is not None else None,
         state_directory=str(state_dir),
         trust_file=str(trust),
-        revoked_file=str(revoked) if revoked is not None else None,
+        revoked_file=revoked_file(revoked),
         allow_downgrade=allow_downgrade,
         dry_run=dry_run,
         timeout=timeout,
     )
     result = guarded(
-        lambda: apply_bundle(options), json_error=refused_json(host) if json_output else None
+        lambda: apply_bundle(options),
+        json_error=refused_json(host, str(bundle), APPLY_KEYS) if json_output else None,
     )
     if json_output:
         print_json(result.to_json())
@@ -139,12 +167,13 @@ def verify(
         host=host,
         environment=environment,
         trust_file=str(trust),
-        revoked_file=str(revoked) if revoked is not None else None,
+        revoked_file=revoked_file(revoked),
         state_directory=str(state_dir),
         allow_downgrade=allow_downgrade,
     )
     acceptance = guarded(
-        lambda: accept_bundle(options), json_error=refused_json(host) if json_output else None
+        lambda: accept_bundle(options),
+        json_error=refused_json(host, str(bundle), VERIFY_KEYS) if json_output else None,
     )
     if json_output:
         print_json(acceptance.to_json())
@@ -163,6 +192,20 @@ def verify(
             f"[yellow]downgrade[/]: older than serial {acceptance.downgrade_from}, which this host "
             "accepted before"
         )
+
+
+@app.command("reset-serial")
+def reset_serial_command(
+    serial: Annotated[int, typer.Argument(min=0, max=MAX_SERIAL, help="The new serial floor.")],
+    state_dir: StateOption = Path(DEFAULT_STATE_DIR),
+) -> None:
+    """Set the serial floor of rollback protection (after a key compromise); recorded."""
+    state = guarded(lambda: reset_serial(str(state_dir), serial, int(time.time())))
+    change = state.history[-1]
+    stdout.print(
+        f"[yellow]serial floor reset[/]: {change.from_serial} -> {change.to_serial} "
+        f"(recorded in {escape(str(state_dir))})"
+    )
 
 
 def main() -> Any:

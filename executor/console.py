@@ -103,24 +103,20 @@ def size(value: int) -> str:
     raise AssertionError("unreachable")
 
 
-def refused_json(host: str | None) -> Any:
-    """The --json shape of a run that never started: same keys, nothing done."""
+def refused_json(
+    host: str | None, bundle: str, keys: dict[str, Any]
+) -> Callable[[ConsignError], dict[str, Any]]:
+    """The --json shape of a refused bundle: the command's usual keys (`keys`
+    with their empty values), status "refused", and the error."""
 
     def shape(error: ConsignError) -> dict[str, Any]:
         return {
+            **keys,
             "host": host,
             "environment": None,
-            "bundle": None,
+            "bundle": bundle,
             "status": "refused",
-            "dry_run": None,
-            "changed": [],
-            "skipped": [],
-            "roots": [],
-            "diffs": [],
-            "log": [],
             "error": error.to_json(),
-            "target_directory": None,
-            "duration_s": 0.0,
         }
 
     return shape

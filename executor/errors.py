@@ -44,6 +44,8 @@ class ConsignError(Exception):
     """A problem the user can fix: what, where, and what to do next."""
 
     code = "consign-error"
+    # The next step for errors of this family that name none of their own.
+    default_hint: str | None = None
 
     def __init__(
         self,
@@ -56,7 +58,7 @@ class ConsignError(Exception):
         super().__init__(message)
         self.message = message
         self.where = where
-        self.hint = hint
+        self.hint = hint if hint is not None else self.default_hint
         self.hosts: tuple[str, ...] = tuple(hosts)
 
     def for_host(self, host: str) -> ConsignError:
@@ -173,6 +175,10 @@ class RefusedError(ConsignError):
 
 class BundleError(RefusedError):
     code = "bad-bundle"
+    default_hint = (
+        "nothing was changed; copy the bundle again, or rebuild it with 'bundle build' "
+        "(a bundle changed after it was built is refused)"
+    )
 
 
 class WrongTargetError(RefusedError):

@@ -22,8 +22,12 @@ BLOB_ORDER = ("repo", "runtime", "model", "secrets")
 REQUIRED_BLOBS = ("repo", "model")
 
 MAX_BLOB_BYTES = 4 << 30
+# Serials and times are unsigned 64-bit msgpack integers.
+MAX_SERIAL = (1 << 64) - 1
 MAX_RAW_BYTES = 16 << 30
 MAX_NAME_LENGTH = 255
+# The model blob is read into memory whole.
+MAX_MODEL_BYTES = 64 << 20
 
 
 class Compression(enum.Enum):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import BundleError
+from .fs import sync_filesystem
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,9 @@ def write_tar(files: Sequence[SnapshotFile], mtime: int, out: BinaryIO) -> None:
                 info.linkname = os.readlink(entry.source)
                 tar.addfile(info)
             elif stat.S_ISREG(st.st_mode):
-                mode = 0o755 if st.st_mode & 0o111 else 0o644
+                # N.B. git records only the owner's execute bit: follow it, so that
+                # a fresh clone (another umask) gives the same bytes.
+                mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
                 with open(entry.source, "rb") as f:
                     info = _info(name, tarfile.REGTYPE, mode, mtime)
                     info.size = os.fstat(f.fileno()).st_size
@@ -230,9 +233,9 @@ def extract_tar(source: str | bytes, destination: str, *, durable: bool = False)
     except tarfile.TarError as exc:
         raise BundleError(f"the repository snapshot is not a valid tar: {exc}") from None
     if durable:
-        # One sync for the whole tree: a fsync per file costs seconds on
-        # large trees, and nothing refers to the tree until it is renamed.
-        os.sync()
+        # Nothing refers to the tree until it is renamed into place; one
+        # flush of its file system makes all of it durable first.
+        sync_filesystem(destination)
 
 
 def _extract(tar: tarfile.TarFile, members: Sequence[tarfile.TarInfo], destination: str) -> None:

@@ -1,8 +1,9 @@
 """What a host remembers between runs, in its root-only state directory.
 
 ``state.msgpack`` (canonical msgpack, written atomically) holds the
-environment the host belongs to, the highest serial it accepted, and every
-downgrade an operator allowed. An attacker who controls the network or the
+environment the host belongs to, the highest serial it accepted (a floor
+that never drops, except by an explicit ``executor reset-serial``), and the
+record of every downgrade and reset an operator allowed. An attacker who controls the network or the
 bundles cannot write here, which is what makes rollback protection work.
 """
 
@@ -22,14 +23,21 @@ DEFAULT_STATE_DIR = "/var/lib/consign"
 STATE_FILE = "state.msgpack"
 STATE_VERSION = 1
 MAX_STATE_BYTES = 16 << 20
-# Keep the audit trail of downgrades bounded.
-MAX_DOWNGRADES = 100
+# Keep the record of downgrades and resets bounded.
+MAX_HISTORY = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Downgrade:
-    """An accepted bundle older than the newest before it (--allow-downgrade)."""
+class SerialChange:
+    """An operator's exception to rollback protection, kept for the record.
 
+    kind "downgrade": a bundle older than the newest accepted was applied
+    once (--allow-downgrade); the floor stayed. kind "reset": the floor was
+    lowered (``executor reset-serial``), e.g. after a stolen key signed a
+    serial far in the future.
+    """
+
+    kind: str
     time: int
     from_serial: int
     to_serial: int
@@ -39,26 +47,35 @@ class Downgrade:
 @dataclass(frozen=True, slots=True)
 class HostState:
     environment: str | None = None
+    # Never decreases, except by an explicit reset.
     highest_serial: int | None = None
     bundle: str | None = None
-    downgrades: tuple[Downgrade, ...] = field(default=())
+    history: tuple[SerialChange, ...] = field(default=())
+
+    @property
+    def downgrades(self) -> tuple[SerialChange, ...]:
+        return tuple(c for c in self.history if c.kind == "downgrade")
+
+    def _record(self, change: SerialChange) -> tuple[SerialChange, ...]:
+        return (*self.history, change)[-MAX_HISTORY:]
 
     def accept(self, environment: str, serial: int, bundle: str, now: int) -> HostState:
-        """This state after accepting a bundle (a lower serial counts as a downgrade)."""
-        downgrades = self.downgrades
+        """This state after accepting a bundle; an older one is a recorded downgrade
+        that leaves the floor where it was."""
+        history = self.history
+        highest = serial if self.highest_serial is None else max(serial, self.highest_serial)
         if self.highest_serial is not None and serial < self.highest_serial:
-            downgrades = (*downgrades, Downgrade(now, self.highest_serial, serial, bundle))
-            downgrades = downgrades[-MAX_DOWNGRADES:]
-            highest = serial
-        else:
-            highest = max(serial, self.highest_serial or 0)
+            history = self._record(
+                SerialChange("downgrade", now, self.highest_serial, serial, bundle)
+            )
         return replace(
-            self,
-            environment=environment,
-            highest_serial=highest,
-            bundle=bundle,
-            downgrades=downgrades,
+            self, environment=environment, highest_serial=highest, bundle=bundle, history=history
         )
+
+    def reset(self, serial: int, now: int) -> HostState:
+        """This state with its floor set to `serial` (recorded)."""
+        change = SerialChange("reset", now, self.highest_serial or 0, serial, self.bundle or "")
+        return replace(self, highest_serial=serial, history=self._record(change))
 
 
 def state_to_data(state: HostState) -> dict[str, Any]:
@@ -67,23 +84,33 @@ def state_to_data(state: HostState) -> dict[str, Any]:
         "environment": state.environment,
         "highest_serial": state.highest_serial,
         "bundle": state.bundle,
-        "downgrades": [
-            {"time": d.time, "from": d.from_serial, "to": d.to_serial, "bundle": d.bundle}
-            for d in state.downgrades
+        "history": [
+            {
+                "kind": c.kind,
+                "time": c.time,
+                "from": c.from_serial,
+                "to": c.to_serial,
+                "bundle": c.bundle,
+            }
+            for c in state.history
         ],
     }
 
 
-def _downgrade(value: object, path: str) -> Downgrade:
+def _change(value: object, path: str) -> SerialChange:
     f = Fields(value, path)
-    downgrade = Downgrade(
+    kind = f.string("kind")
+    if kind not in ("downgrade", "reset"):
+        raise DecodeError(f.path("kind"), f"expected 'downgrade' or 'reset', got {kind!r}")
+    change = SerialChange(
+        kind=kind,
         time=f.integer("time"),
         from_serial=f.integer("from"),
         to_serial=f.integer("to"),
         bundle=f.string("bundle"),
     )
     f.done()
-    return downgrade
+    return change
 
 
 def state_from_data(data: object) -> HostState:
@@ -95,7 +122,7 @@ def state_from_data(data: object) -> HostState:
         environment=f.optional_string("environment"),
         highest_serial=f.optional_integer("highest_serial", minimum=0),
         bundle=f.optional_string("bundle"),
-        downgrades=f.array("downgrades", _downgrade),
+        history=f.array("history", _change),
     )
     f.done()
     return state
@@ -176,3 +203,10 @@ def save_state(state_directory: str, state: HostState) -> None:
             f"cannot write {_state_path(state_directory)}: {exc.strerror}",
             hint="check free space and permissions of the state directory",
         ) from None
+
+
+def reset_serial(state_directory: str, serial: int, now: int) -> HostState:
+    """Lower (or set) the serial floor on purpose, and record it."""
+    state = load_state(state_directory).reset(serial, now)
+    save_state(state_directory, state)
+    return state

@@ -17,10 +17,12 @@ from typing import Any
 
 from .bundle import VerifiedBundle, read_envelope, verify_envelope
 from .errors import RollbackError, TrustError, WrongTargetError
+from .fs import NotRegularFile, open_regular
 from .sshsig import PublicKey, Trust, TrustFileError, parse_allowed_signers, parse_revoked_keys
 from .state import DEFAULT_STATE_DIR, HostState, load_state
 
 DEFAULT_TRUST_FILE = "/etc/consign/allowed_signers"
+DEFAULT_REVOKED_FILE = "/etc/consign/revoked_keys"
 MAX_TRUST_FILE_BYTES = 1 << 20
 
 
@@ -30,14 +32,11 @@ def this_host() -> str:
 
 def _read_trust_file(path: str, what: str) -> str:
     try:
-        # N.B. O_NONBLOCK: a FIFO in its place must not hang the executor.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            os.close(fd)
-            raise TrustError(f"the {what} file {path} is not a regular file")
-        with os.fdopen(fd, "rb") as f:
+        f, status = open_regular(path)
+        with f:
             data = f.read(MAX_TRUST_FILE_BYTES + 1)
+    except NotRegularFile as exc:
+        raise TrustError(f"the {what} file {path} is {exc.kind}") from None
     except FileNotFoundError:
         raise TrustError(
             f"there is no {what} file at {path}",
@@ -63,6 +62,13 @@ def _read_trust_file(path: str, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise TrustError(f"the {what} file {path} is not UTF-8 text") from None
+
+
+def revoked_file(given: os.PathLike[str] | str | None) -> str | None:
+    """The revoked-keys file to use: the one given, else the default if it exists."""
+    if given is not None:
+        return str(given)
+    return DEFAULT_REVOKED_FILE if os.path.exists(DEFAULT_REVOKED_FILE) else None
 
 
 def load_trust(trust_file: str, revoked_file: str | None = None) -> tuple[Trust, list[str]]:
@@ -130,12 +136,14 @@ def check_target(bundle: VerifiedBundle, identity: str, environment: str | None)
         raise WrongTargetError(
             f"this bundle is for host {manifest.host!r} ({manifest.fqdn}), "
             f"but this host is {identity!r}",
+            where=bundle.path,
             hint="apply the bundle built for this host, or name the host with --host",
         )
     if environment is not None and manifest.environment != environment:
         raise WrongTargetError(
             f"this bundle is for environment {manifest.environment!r}, "
             f"but this host belongs to {environment!r}",
+            where=bundle.path,
             hint="apply a bundle of this host's environment; to move the host, "
             f"pass --environment {manifest.environment}",
         )
@@ -155,6 +163,7 @@ def accept_bundle(options: VerifyOptions) -> Acceptance:
             raise RollbackError(
                 f"this bundle has serial {serial}, older than serial {state.highest_serial} "
                 "which this host accepted before",
+                where=bundle.path,
                 hint="apply a newer bundle; to roll back on purpose, pass --allow-downgrade "
                 "(the downgrade is recorded)",
             )

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
-from builder.check import NotReproducible, check_reproducible
-from builder.errors import BuildError, BuildFailed, EnvironmentNotFound, RepositoryError, SigningKeyError
+from builder.errors import BuildFailed, EnvironmentNotFound, RepositoryError, SigningKeyError
 from builder.signing import generate_key, read_public_key
 from executor.bundle import read_envelope
 from executor.manifest import Manifest
@@ -496,52 +495,20 @@ def test_keys_come_from_the_option_the_variable_or_the_environment_file(
     assert len(read_envelope(str(repo / "bundles/prod/web1.bundle")).signatures) == 2
 
     monkeypatch.delenv("CONSIGN_SIGN_KEY")
-    shutil.copy(second, repo / "key")
-    (repo / "key").chmod(0o600)
     env = repo / "environments/prod/environment.cfg"
-    env.write_text(env.read_text().replace("[environment]\n", "[environment]\nsign_key = key\n"))
+    env.write_text(env.read_text().replace("[environment]\n", f"[environment]\nsign_key = {second}\n"))
     build(build_options("prod", repo, sign_keys=()))
     [signature] = read_envelope(str(repo / "bundles/prod/web1.bundle")).signatures
     assert signature.key == read_public_key(second)
 
 
-def test_check_rebuilds_in_a_fresh_clone_and_finds_the_same_bytes(repo: Path) -> None:
-    git_commit(repo)
-    options = build_options("prod", repo, dirty=False)
-    result = build(options)
+def test_a_private_key_inside_the_repository_is_refused(repo: Path) -> None:
+    shutil.copy(signing_key().private, repo / "builder-key")
+    (repo / "builder-key").chmod(0o600)
 
-    report = check_reproducible(options, result)
+    with pytest.raises(SigningKeyError) as caught:
+        build(build_options("prod", repo, sign_keys=(repo / "builder-key",)))
 
-    assert report.startswith("3 bundles equal a rebuild of ")
-
-
-def test_check_names_what_differs_when_the_build_is_not_reproducible(tmp_path: Path) -> None:
-    repo = deployment(
-        tmp_path / "repo",
-        components={
-            "app": """
-                import time
-                from batou.component import Component
-                from batou.lib.file import File
-
-                class App(Component):
-                    def configure(self):
-                        self += File(f"/tmp/consign-{time.time_ns()}")
-                """
-        },
-        environments={"prod": "[hosts]\nweb1 = app\n"},
-    )
-    git_commit(repo)
-    options = build_options("prod", repo, dirty=False)
-    result = build(options)
-
-    with pytest.raises(NotReproducible) as caught:
-        check_reproducible(options, result)
-
-    assert caught.value.message.startswith("web1: the rebuild differs in blob 'model'")
-
-
-def test_check_refuses_a_dirty_build(repo: Path) -> None:
-    options = build_options("prod", repo)
-    with pytest.raises(BuildError, match="--check compares a rebuild of the commit"):
-        check_reproducible(options, build(options))
+    assert "lies inside the repository" in caught.value.message
+    assert "move the private key out of the repository" in (caught.value.hint or "")
+    assert not (repo / "bundles").exists()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from builder.cli import app
-from tests.deployments import deployment
+from builder.signing import generate_key, read_public_key
+from tests.bundles import doc_split, flipped, write
+from tests.deployments import build_bundles, deployment, git_commit
 from tests.keys import signing_key
 
 runner = CliRunner()
@@ -21,6 +29,17 @@ APP = """
     class App(Component):
         def configure(self):
             self += File("app.conf", content="{{host.data['port']}}\\n")
+    """
+
+
+PORTS = """
+    [host:web1]
+    components = app
+    data-port = 80
+
+    [host:web2]
+    components = app
+    data-port = 81
     """
 
 
@@ -108,3 +127,251 @@ def test_verbose_shows_the_traceback_of_deployment_code(tmp_path: Path) -> None:
     assert "Traceback" not in quiet.stderr
     assert "Traceback (most recent call last)" in loud.stderr
     assert 'return {}["missing"]' in loud.stderr
+
+
+# -- keys generate -----------------------------------------------------------------
+
+
+def test_keys_generate_prints_the_line_hosts_trust(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "builder"
+
+    result = runner.invoke(app, ["keys", "generate", str(key)])
+
+    assert result.exit_code == 0, result.output
+    public = read_public_key(key)
+    assert result.stdout == (
+        f'builder namespaces="consign-bundle" {public.openssh()} consign builder\n'
+    )
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (tmp_path / "keys" / "builder.pub").read_text() == f"{public.openssh()} consign builder\n"
+
+
+def test_keys_generate_writes_the_trust_file_readable_by_all(tmp_path: Path) -> None:
+    key, trust = tmp_path / "builder", tmp_path / "etc" / "allowed_signers"
+    umask = os.umask(0o077)
+    try:
+        result = runner.invoke(
+            app, ["keys", "generate", str(key), "--trust-file", str(trust), "--principal", "ci"]
+        )
+    finally:
+        os.umask(umask)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith('ci namespaces="consign-bundle" ssh-ed25519 ')
+    assert trust.read_text() == result.stdout
+    assert stat.S_IMODE(trust.stat().st_mode) == 0o644
+
+
+def test_keys_generate_refuses_to_overwrite_a_key(tmp_path: Path) -> None:
+    key = tmp_path / "builder"
+    assert runner.invoke(app, ["keys", "generate", str(key)]).exit_code == 0
+    before = key.read_bytes()
+
+    result = runner.invoke(app, ["keys", "generate", str(key)])
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert f"error: {key} already exists; refusing to overwrite a key" in result.stderr
+    assert key.read_bytes() == before
+
+
+def test_keys_generate_exist_ok_prints_the_line_of_the_key_there(tmp_path: Path) -> None:
+    key = tmp_path / "builder"
+    first = runner.invoke(app, ["keys", "generate", str(key)])
+    before = key.read_bytes()
+
+    again = runner.invoke(app, ["keys", "generate", str(key), "--exist-ok"])
+
+    assert again.exit_code == 0, again.output
+    assert again.stdout == first.stdout
+    assert key.read_bytes() == before
+
+
+# -- a signing key inside the repository ----------------------------------------------
+
+
+@pytest.mark.parametrize("named_by", ["--sign-key", "[environment] sign_key"])
+def test_a_signing_key_inside_the_repository_is_refused_naming_it(tmp_path: Path, named_by: str) -> None:
+    environment = PORTS
+    if named_by != "--sign-key":
+        environment = "[environment]\nsign_key = keys/builder\n" + textwrap.dedent(PORTS)
+    repo = deployment(tmp_path / "repo", components={"app": APP}, environments={"prod": environment})
+    key = repo / "keys" / "builder"
+    assert runner.invoke(app, ["keys", "generate", str(key)]).exit_code == 0
+    options = ["--sign-key", str(key)] if named_by == "--sign-key" else []
+
+    result = runner.invoke(
+        app, ["build", "prod", "-C", str(repo), "--dirty", *options], env={"CONSIGN_SIGN_KEY": None}
+    )
+
+    assert result.exit_code == 1
+    assert f"error: the signing key {key} lies inside the repository" in result.stderr
+    assert "move the private key out of the repository" in result.stderr
+    assert not (repo / "bundles").exists()
+
+
+# -- inspect and diff ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundles:
+    """web1's and web2's bundles of two builds: serial 100, then 200 with
+    web1's port changed and a file added."""
+
+    root: Path
+
+    def __call__(self, build: str, host: str = "web1") -> Path:
+        return self.root / build / "prod" / f"{host}.bundle"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    root = tmp_path_factory.mktemp("bundle-cli")
+    repo = deployment(root / "repo", components={"app": APP}, environments={"prod": PORTS})
+    build_bundles("prod", repo, out=root / "old", serial=100)
+    (repo / "environments/prod/environment.cfg").write_text(
+        textwrap.dedent(PORTS).replace("data-port = 80", "data-port = 8080")
+    )
+    (repo / "README").write_text("new\n")
+    build_bundles("prod", repo, out=root / "new", serial=200)
+    return Bundles(root)
+
+
+def test_inspect_summarises_host_serial_and_signature(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["inspect", str(bundles("new"))])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{bundles('new')} (")
+    assert "  host         web1 (web1), environment prod" in lines
+    assert any(line.startswith("  serial       200, built ") for line in lines)
+    assert "  roots        app" in lines
+    fingerprint = read_public_key(signing_key().private).fingerprint()
+    assert f"  signature    {fingerprint} (consign-bundle): valid" in lines
+
+
+def test_inspect_with_trust_says_whether_a_host_accepts_it(bundles: Bundles, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    generate_key(other, comment="")
+    untrusting = tmp_path / "allowed_signers"
+    untrusting.write_text(f"builder {read_public_key(other).openssh()}\n")
+    untrusting.chmod(0o644)
+    fingerprint = read_public_key(signing_key().private).fingerprint()
+
+    trusted = runner.invoke(app, ["inspect", str(bundles("new")), "--trust", str(signing_key().trust)])
+    refused = runner.invoke(app, ["inspect", str(bundles("new")), "--trust", str(untrusting)])
+
+    assert trusted.exit_code == refused.exit_code == 0
+    assert f"  signature    {fingerprint} (consign-bundle): valid, trusted\n" in trusted.stdout
+    assert (
+        f"  signature    {fingerprint} (consign-bundle): valid, not trusted: "
+        f"{fingerprint}: the key is not in the allowed signers\n"
+    ) in refused.stdout
+
+
+def test_inspect_json_has_the_manifest_and_signatures(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["inspect", str(bundles("new")), "--json"])
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["manifest"]["host"], data["manifest"]["serial"]) == ("web1", 200)
+    assert [s["fingerprint"] for s in data["signatures"]] == [
+        read_public_key(signing_key().private).fingerprint()
+    ]
+    assert data["signatures"][0]["valid"] is True
+    assert data["roots"] == ["app"]
+
+
+def test_inspect_writes_the_signed_parts_and_says_how_to_check_them(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    manifest, signature = tmp_path / "web1.manifest", tmp_path / "web1.sig"
+
+    result = runner.invoke(
+        app,
+        ["inspect", str(bundles("new")), "--manifest-out", str(manifest),
+         "--signature-out", str(signature)],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert manifest.read_bytes() == doc_split(bundles("new").read_bytes()).manifest
+    assert signature.read_text().startswith("-----BEGIN SSH SIGNATURE-----")
+    assert result.stderr == (
+        "check by hand: ssh-keygen -Y verify -f allowed_signers -I builder -n consign-bundle "
+        f"-s {signature} < {manifest}\n"
+    )
+
+
+def test_inspect_of_an_unwritable_output_exits_1_naming_it(bundles: Bundles, tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "web1.manifest"
+
+    result = runner.invoke(app, ["inspect", str(bundles("new")), "--manifest-out", str(target)])
+
+    assert result.exit_code == 1
+    assert f"error: cannot write {target}: No such file or directory" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_inspect_of_a_damaged_bundle_exits_3(bundles: Bundles, tmp_path: Path) -> None:
+    data = bundles("new").read_bytes()
+    damaged = write(tmp_path / "web1.bundle", flipped(data, len(data) - 1))
+
+    result = runner.invoke(app, ["inspect", str(damaged)])
+
+    assert result.exit_code == 3
+    assert f"error: {damaged}: blob 'model' does not match its sha256" in result.stderr
+
+
+def test_diff_lists_model_and_file_changes(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(bundles("old")), str(bundles("new"))])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "  manifest serial: 100 -> 200" in lines
+    assert "  model    host.data.port: '80' -> '8080'" in lines
+    assert "  file added   README" in lines
+    assert "  file changed environments/prod/environment.cfg" in lines
+
+
+def test_diff_json_lists_the_same_changes(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(bundles("old")), str(bundles("new")), "--json"])
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["host"] == "web1"
+    assert data["model"] == [{"path": "host.data.port", "old": "80", "new": "8080"}]
+    assert {"path": "serial", "old": 100, "new": 200} in data["manifest"]
+    assert data["files"] == {
+        "added": ["README"], "removed": [], "changed": ["environments/prod/environment.cfg"]
+    }  # fmt: skip
+
+
+def test_diff_of_a_bundle_with_itself_says_there_is_no_difference(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(bundles("new")), str(bundles("new"))])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web1: no differences\n"
+
+
+def test_diff_of_two_hosts_exits_1(bundles: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(bundles("old")), str(bundles("new", "web2"))])
+
+    assert result.exit_code == 1
+    assert f"error: {bundles('old')} is for host 'web1', {bundles('new', 'web2')} for 'web2'" in (
+        result.stderr
+    )
+
+
+# -- build --check ------------------------------------------------------------------
+
+
+def test_build_check_of_a_committed_repository_says_it_is_reproducible(tmp_path: Path) -> None:
+    repo = deployment(tmp_path / "repo", components={"app": APP}, environments={"prod": PORTS})
+    git_commit(repo)
+
+    result = runner.invoke(
+        app, ["build", "prod", "-C", str(repo), "--check", "--sign-key", str(signing_key().private)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "reproducible: 2 bundles equal a rebuild of " in result.stdout

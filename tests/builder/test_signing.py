@@ -302,7 +302,7 @@ def _private_key_named_pub(tmp_path: Path) -> Path:
 
 BAD_INPUTS: list[tuple[str, Callable[[Path], Path], str, str]] = [
     # (case, make the input, expected message with {path}, expected hint text)
-    ("missing file", lambda t: t / "nope", "signing key {path} does not exist", "ssh-keygen -t ed25519"),
+    ("missing file", lambda t: t / "nope", "signing key {path} does not exist", "bundle keys generate"),
     ("directory", _directory, "signing key {path} is a directory", "key file itself"),
     ("text file", _text_file, "{path} is not an OpenSSH private key: it holds text that is not a key", "ssh-keygen -t ed25519"),
     ("binary file", _binary_file, "{path} is not an OpenSSH private key: it holds binary data", ""),

@@ -51,6 +51,7 @@ from tests.executor.component_helpers import (
 
 class Named(Component):
     namevar = "name"
+    name: str
     size = 1
 
 
@@ -180,6 +181,7 @@ class Recorder(Component):
 class Family(Component):
     def configure(self) -> None:
         self += Recorder("child")
+        assert isinstance(self._, Recorder)
         self._.seen["children_of_parent"] = list(self.sub_components)
 
 
@@ -254,13 +256,13 @@ class Underscore(Component):
     def configure(self) -> None:
         self.seen: list[str | None] = []
         self += Marker("added")
-        self.seen.append(self._.name if self._ else None)
+        self.seen.append(self._.name if isinstance(self._, Marker) else None)
         self |= Marker("computed")
-        self.seen.append(self._.name if self._ else None)
+        self.seen.append(self._.name if isinstance(self._, Marker) else None)
         self += None
-        self.seen.append(self._.name if self._ else None)
+        self.seen.append(self._.name if isinstance(self._, Marker) else None)
         self += Marker("added-again")
-        self.seen.append(self._.name if self._ else None)
+        self.seen.append(self._.name if isinstance(self._, Marker) else None)
 
 
 def test_underscore_is_the_last_component_added_by_either_operator(tmp_path: Path) -> None:
@@ -677,6 +679,7 @@ def test_assert_no_subcomponent_changes_and_assert_no_changes(tmp_path: Path) ->
 
 class Summed(Component):
     namevar = "name"
+    name: str
     payload: Any = None
     size = Attribute(int, default=1)
 
@@ -1043,7 +1046,7 @@ class Failing(Component):
 
     def configure(self) -> None:
         if self.kind == "exception":
-            {}["missing"]
+            dict[str, str]()["missing"]
         if self.kind != "fine":
             raise AssertionError("kind must be fine")  # pytest would rewrite an assert here
 

@@ -54,7 +54,9 @@ def test_another_target_directory_builds_the_same_tree(tmp_path: Path) -> None:
 
         assert first_tree_difference(built, tree_of(moved)) is None
         # Paths below the configured target move along with it.
-        assert moved.sub_components[1].path == str(tmp_path / "elsewhere/shared.conf")
+        shared = moved.sub_components[1]
+        assert isinstance(shared, File)
+        assert shared.path == str(tmp_path / "elsewhere/shared.conf")
 
 
 def test_first_tree_difference_describes_the_first_change() -> None:

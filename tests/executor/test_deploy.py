@@ -178,9 +178,11 @@ class NoChanges(Aggregate):
 class CurrentStamp(Component):
     """Rebuilds 'built' whenever its source component is newer."""
 
+    source: Component
+
     def configure(self) -> None:
-        self += Touched("source")
-        self.source = self._
+        self.source = Touched("source")
+        self += self.source
 
     def verify(self) -> None:
         self.assert_component_is_current(self.source)
@@ -375,7 +377,8 @@ class Predicts(Component):
 
 
 class PredictsByKeywordOnly(Predicts):
-    def verify(self, *, predicting: bool = False) -> None:
+    # N.B. keyword-only on purpose: the executor must pass `predicting` by name.
+    def verify(self, *, predicting: bool = False) -> None:  # type: ignore[override]
         super().verify(predicting=predicting)
 
 
@@ -410,7 +413,7 @@ def test_predicting_reports_changes_without_updating(tmp_path: Path) -> None:
     root = prepare(Watcher(events=events), tmp_path)
     outcome = deploy_ok(root, predicting=True)
     positional, keyword, plain = root.sub_components
-    assert positional.seen is True and keyword.seen is True  # type: ignore[attr-defined]
+    assert (positional.seen, keyword.seen) == (True, True)  # type: ignore[attr-defined]
     assert plain.calls == 1  # type: ignore[attr-defined]
     assert outcome.changed == (
         "Watcher > Predicts('positional')",
@@ -441,7 +444,8 @@ class Mounted(Component):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.calls.append(f"exit {exc_info[0].__name__ if exc_info[0] else None}")  # type: ignore[union-attr]
+        exc_type = exc_info[0]
+        self.calls.append(f"exit {exc_type.__name__ if isinstance(exc_type, type) else None}")
 
     def verify(self) -> None:
         self.calls.append("verify")
@@ -485,6 +489,7 @@ class Service(Component):
     """Reacts to updates before it in the root (stop before changing files)."""
 
     namevar = "name"
+    name: str
     events: Any = None
 
     @handle_event("before-update", "precursor")
@@ -567,6 +572,7 @@ def test_bad_event_or_scope_is_refused(event: str, scope: str, message: str) -> 
 
 class Slow(Component):
     namevar = "name"
+    name: str
     calls: Any = None
     seconds = 0.0
     command = ""

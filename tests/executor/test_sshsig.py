@@ -9,6 +9,7 @@ import hashlib
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,67 +189,109 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second:
     return calendar.timegm(datetime.datetime(year, month, day, hour, minute, second).timetuple())
 
 
-def local(year: int, month: int, day: int) -> int:
-    return int(datetime.datetime(year, month, day).timestamp())
+# A zone east of UTC by a quarter-hour offset: local times read as UTC, or
+# the offset applied the wrong way, or rounded to the hour, all show. POSIX
+# form, so that no time zone database is needed.
+ZONE = "NPT-05:45"
+# 2024-01-01 00:00:00 in ZONE.
+LOCAL_2024 = utc(2023, 12, 31, 18, 15)
 
 
-GOOD_LINES: dict[str, tuple[str, AllowedSigner]] = {
-    "plain": (f"builder {KEY}", AllowedSigner(("builder",), PublicKey(KEY_RAW), line=1)),
-    "a comment after the key": (
-        f"builder {KEY} ci key 2024",
-        AllowedSigner(("builder",), PublicKey(KEY_RAW), line=1),
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is ZONE, for consign and for the ssh-keygen it runs."""
+    monkeypatch.setenv("TZ", ZONE)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@dataclass(frozen=True)
+class Line:
+    """An allowed_signers line ({key} for the key) and what it means."""
+
+    text: str
+    principals: tuple[str, ...] = ("builder",)
+    namespaces: tuple[str, ...] | None = None
+    valid_after: int | None = None
+    valid_before: int | None = None
+
+    def moments(self) -> list[int]:
+        """Seconds either side of each bound; now when there is none."""
+        if self.valid_after is None and self.valid_before is None:
+            return [int(time.time())]
+        moments = []
+        if self.valid_after is not None:
+            moments += [self.valid_after - 1, self.valid_after]
+        if self.valid_before is not None:
+            moments += [self.valid_before, self.valid_before + 1]
+        return moments
+
+
+GOOD_LINES: dict[str, Line] = {
+    "plain": Line("builder {key}"),
+    "a comment after the key": Line("builder {key} ci key 2024"),
+    "a principals list": Line("alice@example.com,bob {key}", ("alice@example.com", "bob")),
+    "quoted principals": Line('"alice,bob" {key}', ("alice", "bob")),
+    "namespaces with a comma inside quotes": Line(
+        'builder namespaces="consign-bundle,git" {key}', namespaces=("consign-bundle", "git")
     ),
-    "a principals list": (
-        f"alice@example.com,bob {KEY}",
-        AllowedSigner(("alice@example.com", "bob"), PublicKey(KEY_RAW), line=1),
+    "option names in any case": Line('builder NAMESPACES="consign-*" {key}', namespaces=("consign-*",)),
+    "a date in UTC and a local one": Line(
+        'builder valid-after="20240101",valid-before="20250101Z" {key}',
+        valid_after=LOCAL_2024,
+        valid_before=utc(2025, 1, 1),
     ),
-    "quoted principals": (
-        f'"alice,bob" {KEY}',
-        AllowedSigner(("alice", "bob"), PublicKey(KEY_RAW), line=1),
+    "a local time with minutes and seconds": Line(
+        'builder valid-before="20240101001530" {key}', valid_before=LOCAL_2024 + 15 * 60 + 30
     ),
-    "namespaces with a comma inside quotes": (
-        f'builder namespaces="consign-bundle,git" {KEY}',
-        AllowedSigner(("builder",), PublicKey(KEY_RAW), ("consign-bundle", "git"), line=1),
+    "minutes": Line('builder valid-after="202401011230Z" {key}', valid_after=utc(2024, 1, 1, 12, 30)),
+    "seconds, and a lowercase z": Line(
+        'builder valid-before="20240101123045z" {key}', valid_before=utc(2024, 1, 1, 12, 30, 45)
     ),
-    "option names in any case": (
-        f'builder NAMESPACES="consign-*" {KEY}',
-        AllowedSigner(("builder",), PublicKey(KEY_RAW), ("consign-*",), line=1),
-    ),
-    "a date in UTC and a local one": (
-        f'builder valid-after="20240101",valid-before="20250101Z" {KEY}',
-        AllowedSigner(
-            ("builder",), PublicKey(KEY_RAW), None, local(2024, 1, 1), utc(2025, 1, 1), line=1
-        ),
-    ),
-    "minutes": (
-        f'builder valid-after="202401011230Z" {KEY}',
-        AllowedSigner(("builder",), PublicKey(KEY_RAW), None, utc(2024, 1, 1, 12, 30), line=1),
-    ),
-    "seconds, and a lowercase z": (
-        f'builder valid-before="20240101123045z" {KEY}',
-        AllowedSigner(
-            ("builder",), PublicKey(KEY_RAW), None, None, utc(2024, 1, 1, 12, 30, 45), line=1
-        ),
-    ),
-    "all options": (
-        f'builder namespaces="consign-bundle",valid-after="20240101000000Z",'
-        f'valid-before="20260101Z" {KEY}',
-        AllowedSigner(
-            ("builder",), PublicKey(KEY_RAW), ("consign-bundle",), utc(2024, 1, 1),
-            utc(2026, 1, 1), line=1,
-        ),  # fmt: skip
+    "all options": Line(
+        'builder namespaces="consign-bundle",valid-after="20240101000000Z",'
+        'valid-before="20260101Z" {key}',
+        namespaces=("consign-bundle",),
+        valid_after=utc(2024, 1, 1),
+        valid_before=utc(2026, 1, 1),
     ),
 }
 
 
 @pytest.mark.parametrize("case", GOOD_LINES, ids=list(GOOD_LINES))
-def test_allowed_signers_lines_are_read_as_ssh_keygen_reads_them(case: str) -> None:
-    line, expected = GOOD_LINES[case]
+def test_allowed_signers_lines_are_read_as_ssh_keygen_reads_them(
+    keys: tuple[SshKey, SshKey], tmp_path: Path, local_zone: None, case: str
+) -> None:
+    spec, key = GOOD_LINES[case], keys[0]
+    line = spec.text.format(key=key.public.openssh())
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(line + "\n")
+    armored = tmp_path / "sig"
+    armored.write_text(key.sign(MESSAGE).armored())
 
     entries, notes = parse_allowed_signers(line + "\n")
 
-    assert entries == [expected]
+    assert entries == [
+        AllowedSigner(
+            spec.principals, key.public, spec.namespaces, spec.valid_after, spec.valid_before, line=1
+        )
+    ]
     assert notes == []
+    for principal in spec.principals:
+        for moment in spec.moments():
+            theirs = ssh_keygen(
+                "-Y", "verify", "-f", str(allowed), "-I", principal, "-n", NAMESPACE,
+                "-s", str(armored), "-Overify-time=" + time.strftime("%Y%m%d%H%M%SZ", time.gmtime(moment)),
+                stdin=MESSAGE,
+            )  # fmt: skip
+            ours = entries[0].refusal(NAMESPACE, moment)
+            assert (ours is None) == (theirs.returncode == 0), (principal, moment, ours, theirs.stderr)
+    if spec.valid_after is not None or spec.valid_before is not None:
+        # Each bound was tested from both sides: once in, once out.
+        outcomes = {entries[0].refusal(NAMESPACE, moment) is None for moment in spec.moments()}
+        assert outcomes == {True, False}
 
 
 def test_comments_and_blank_lines_are_skipped_and_lines_keep_their_numbers() -> None:

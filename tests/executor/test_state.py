@@ -1,4 +1,4 @@
-"""What a host remembers: environment, highest serial, allowed downgrades."""
+"""What a host remembers: environment, the serial floor, downgrades and resets."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ import pytest
 from executor import canonical
 from executor.errors import StateError
 from executor.state import (
-    MAX_DOWNGRADES,
+    MAX_HISTORY,
     MAX_STATE_BYTES,
     STATE_FILE,
-    Downgrade,
     HostState,
+    SerialChange,
     load_state,
+    reset_serial,
     save_state,
     state_to_data,
 )
 
 DIGEST_A, DIGEST_B = "a" * 64, "b" * 64
+
+
+def downgrade(time: int, from_serial: int, to_serial: int, bundle: str) -> SerialChange:
+    return SerialChange("downgrade", time, from_serial, to_serial, bundle)
+
+
+def reset(time: int, from_serial: int, to_serial: int, bundle: str) -> SerialChange:
+    return SerialChange("reset", time, from_serial, to_serial, bundle)
 
 
 def test_a_host_that_never_accepted_a_bundle_has_an_empty_state(tmp_path: Path) -> None:
@@ -35,7 +44,10 @@ def test_state_round_trips_as_canonical_msgpack_only_root_can_read(tmp_path: Pat
         environment="prod",
         highest_serial=1_700_000_000,
         bundle=DIGEST_A,
-        downgrades=(Downgrade(1_700_000_100, 1_700_000_000, 1_600_000_000, DIGEST_B),),
+        history=(
+            downgrade(1_700_000_100, 1_700_000_000, 1_600_000_000, DIGEST_B),
+            reset(1_700_000_200, 1_700_000_000, 1_650_000_000, DIGEST_B),
+        ),
     )
 
     save_state(str(directory), state)
@@ -71,9 +83,17 @@ DAMAGED: dict[str, tuple[bytes, str]] = {
     "a serial below zero": (_packed(highest_serial=-1), "state.highest_serial: expected at least 0, got -1"),
     "a serial as text": (_packed(highest_serial="5"), "state.highest_serial: expected int, got str"),
     "an unknown field": (_packed(lock="x"), "state: unexpected field 'lock'"),
-    "a bad downgrade": (
-        _packed(downgrades=[{"time": 1, "from": 2, "to": 1}]),
-        "state.downgrades[0].bundle: missing",
+    "the old downgrades field": (
+        _packed(downgrades=[]),
+        "state: unexpected field 'downgrades'",
+    ),
+    "a record without its bundle": (
+        _packed(history=[{"kind": "downgrade", "time": 1, "from": 2, "to": 1}]),
+        "state.history[0].bundle: missing",
+    ),
+    "a record of an unknown kind": (
+        _packed(history=[{"kind": "undo", "time": 1, "from": 2, "to": 1, "bundle": DIGEST_A}]),
+        "state.history[0].kind: expected 'downgrade' or 'reset', got 'undo'",
     ),
 }  # fmt: skip
 
@@ -160,22 +180,71 @@ def test_accepting_raises_the_highest_serial_and_remembers_the_environment() -> 
     assert moved.environment == "staging"
 
 
-def test_an_allowed_downgrade_is_recorded_and_becomes_the_new_highest() -> None:
+def test_an_allowed_downgrade_is_recorded_and_the_floor_stays() -> None:
     state = HostState("prod", 200, DIGEST_A).accept("prod", 150, DIGEST_B, now=1_000)
 
-    assert state.downgrades == (Downgrade(1_000, 200, 150, DIGEST_B),)
-    # The operator chose the older bundle: it is now the floor.
-    assert state.highest_serial == 150
+    assert state.downgrades == (downgrade(1_000, 200, 150, DIGEST_B),)
+    assert state.history == state.downgrades
+    # A one-time bypass: what runs is 150, what the host accepts stays 200 and up.
+    assert state.highest_serial == 200
     assert state.bundle == DIGEST_B
+
+
+def test_after_a_downgrade_only_serials_above_the_old_floor_raise_it() -> None:
+    state = HostState().accept("prod", 300, DIGEST_A, now=1)
+    state = state.accept("prod", 100, DIGEST_B, now=2)
+    state = state.accept("prod", 400, DIGEST_A, now=3)
+
+    assert state.highest_serial == 400
+    assert state.downgrades == (downgrade(2, 300, 100, DIGEST_B),)
 
 
 def test_downgrade_records_are_bounded_keeping_the_latest(tmp_path: Path) -> None:
     state = HostState("prod", 10_000, DIGEST_A)
-    for step in range(MAX_DOWNGRADES + 20):
+    for step in range(MAX_HISTORY + 20):
         state = state.accept("prod", 10_000 - step - 1, DIGEST_B, now=step)
 
-    assert len(state.downgrades) == MAX_DOWNGRADES
-    assert state.downgrades[0].time == 20
-    assert state.downgrades[-1] == Downgrade(MAX_DOWNGRADES + 19, 9_881, 9_880, DIGEST_B)
+    assert len(state.history) == MAX_HISTORY
+    assert state.history[0].time == 20
+    assert state.history[-1] == downgrade(MAX_HISTORY + 19, 10_000, 9_880, DIGEST_B)
+    assert state.highest_serial == 10_000
     save_state(str(tmp_path), state)
     assert load_state(str(tmp_path)) == state
+
+
+def test_reset_serial_lowers_the_floor_and_records_it(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    save_state(str(directory), HostState("prod", 9_000_000_000, DIGEST_A))
+
+    state = reset_serial(str(directory), 1_700_000_000, now=1_700_000_500)
+
+    assert state == HostState(
+        "prod", 1_700_000_000, DIGEST_A, (reset(1_700_000_500, 9_000_000_000, 1_700_000_000, DIGEST_A),)
+    )
+    assert load_state(str(directory)) == state
+    assert state.downgrades == ()
+    # From the new floor on, rollback protection holds as before.
+    assert state.accept("prod", 1_700_000_001, DIGEST_B, now=1).downgrades == ()
+    assert state.accept("prod", 1_600_000_000, DIGEST_B, now=1).highest_serial == 1_700_000_000
+
+
+def test_reset_serial_keeps_the_earlier_records(tmp_path: Path) -> None:
+    earlier = HostState("prod", 300, DIGEST_B, (downgrade(5, 300, 100, DIGEST_B),))
+    save_state(str(tmp_path), earlier)
+
+    state = reset_serial(str(tmp_path), 200, now=6)
+
+    assert state.history == (downgrade(5, 300, 100, DIGEST_B), reset(6, 300, 200, DIGEST_B))
+
+
+def test_reset_serial_refuses_a_state_directory_others_can_write(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    save_state(str(directory), HostState("prod", 300, DIGEST_A))
+    before = (directory / STATE_FILE).read_bytes()
+    directory.chmod(0o777)
+
+    with pytest.raises(StateError) as caught:
+        reset_serial(str(directory), 100, now=1)
+
+    assert caught.value.message == f"the state directory {directory} is writable by others (mode 777)"
+    assert (directory / STATE_FILE).read_bytes() == before

@@ -22,7 +22,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     }
 
     def getaddrinfo(host: str, port: object, family: int = 0, *args: object) -> list[tuple[object, ...]]:
-        result = []
+        result: list[tuple[object, ...]] = []
         for address in answers.get(host, []):
             is_v6 = ":" in address
             if family == socket.AF_INET6 and is_v6 or family == socket.AF_INET and not is_v6:

@@ -353,6 +353,16 @@ def test_the_environment_option_moves_the_host(built: Built, tmp_path: Path) -> 
 def test_a_new_host_takes_the_environment_of_its_first_bundle(built: Built, tmp_path: Path) -> None:
     assert accept_bundle(options(built("staging-300"), tmp_path)).state.environment is None
 
+    result = apply_bundle(apply_options(built("staging-300"), tmp_path))
+
+    assert result.error is None
+    assert load_state(str(tmp_path / "state")).environment == "staging"
+    error = refused(built("prod-200"), tmp_path, keep_state=True)
+    assert isinstance(error, WrongTargetError)
+    assert error.message == (
+        "this bundle is for environment 'prod', but this host belongs to 'staging'"
+    )
+
 
 # -- freshness -------------------------------------------------------------------
 
@@ -395,10 +405,16 @@ def test_allow_downgrade_accepts_an_older_serial_and_apply_records_it(
     assert result.error is None
     assert any("downgrade allowed: serial 200 -> 100" in entry.message for entry in result.log)
     state = load_state(str(tmp_path / "state"))
-    assert state.highest_serial == 100
+    assert state.highest_serial == 200
     [downgrade] = state.downgrades
     assert (downgrade.time, downgrade.from_serial, downgrade.to_serial) == (1_800_000_100, 200, 100)
     assert downgrade.bundle == result.bundle_digest
+    # The bypass was for that one apply: without the flag the same bundle is refused.
+    error = refused(built("prod-100"), tmp_path, keep_state=True)
+    assert isinstance(error, RollbackError)
+    assert error.message == (
+        "this bundle has serial 100, older than serial 200 which this host accepted before"
+    )
 
 
 # -- the order of the checks -----------------------------------------------------

@@ -1,0 +1,328 @@
+"""bundle inspect and bundle diff: what a bundle holds, who signed it, what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BuildError
+from builder.inspect import Change, diff_bundles, inspect_bundle, write_signed_parts
+from builder.signing import generate_key, read_public_key
+from executor.errors import BundleError
+from tests.bundles import doc_join, doc_split, flipped, write
+from tests.deployments import build_bundles, deployment
+from tests.keys import signing_key
+
+APP = """
+    from batou.component import Component, Attribute
+    from batou.lib.file import File
+
+    class App(Component):
+        workers = Attribute(int, default=2)
+
+        def configure(self):
+            self += File("app.conf", content="workers={{component.workers}}\\n")
+    """
+
+EXTRA = """
+    from batou.component import Component
+
+    class Extra(Component):
+        pass
+    """
+
+
+def environment(workers: int) -> str:
+    return textwrap.dedent(f"""
+        [environment]
+        host_domain = example.com
+
+        [hosts]
+        web1 = app, !extra
+        web2 = app
+
+        [component:app]
+        workers = {workers}
+        """).lstrip()
+
+
+# Dirty builds take their time from the clock: pin it, so that only what a
+# test changes differs between two builds.
+CLOCK = 1_700_000_000
+
+
+@dataclass(frozen=True)
+class Builds:
+    """web1's bundle of each build, built once for the module."""
+
+    root: Path
+
+    def __call__(self, name: str, host: str = "web1") -> Path:
+        return self.root / name / "prod" / f"{host}.bundle"
+
+    @property
+    def other_key(self) -> Path:
+        return self.root / "keys" / "other"
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    root = tmp_path_factory.mktemp("inspect")
+    generate_key(root / "keys" / "other", comment="")
+    repo = deployment(
+        root / "repo",
+        components={"app": APP, "extra": EXTRA},
+        environments={"prod": environment(4)},
+        files={"data/keep.txt": "kept\n", "data/gone.txt": "gone\n", "data/edit.txt": "one\n"},
+    )
+    built = Builds(root)
+
+    def build(name: str, serial: int, **kw: object) -> None:
+        build_bundles("prod", repo, out=root / name, serial=serial, clock=lambda: CLOCK, **kw)
+
+    build("old", 100)
+    build("old-again", 150)
+    build("other-key", 100, sign_keys=(built.other_key,))
+    (repo / "environments/prod/environment.cfg").write_text(environment(5))
+    (repo / "data/gone.txt").unlink()
+    (repo / "data/new.txt").write_text("new\n")
+    (repo / "data/edit.txt").write_text("two\n")
+    build("new", 200)
+    return built
+
+
+def fingerprint(key: Path) -> str:
+    return read_public_key(key).fingerprint()
+
+
+def trust_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+# -- inspect ---------------------------------------------------------------------
+
+
+def test_inspect_shows_the_manifest_roots_and_skipped_components(builds: Builds) -> None:
+    path = builds("new")
+
+    inspection = inspect_bundle(path)
+
+    manifest = inspection.manifest
+    assert (manifest["host"], manifest["fqdn"], manifest["environment"]) == (
+        "web1", "web1.example.com", "prod"
+    )  # fmt: skip
+    assert (manifest["serial"], manifest["build_time"]) == (200, CLOCK)
+    assert manifest["source"] == {"commit": None, "dirty": True}
+    assert [blob["name"] for blob in manifest["blobs"]] == ["repo", "model"]
+    assert inspection.path == str(path)
+    assert inspection.size == path.stat().st_size
+    assert inspection.digest == hashlib.sha256(doc_split(path.read_bytes()).manifest).hexdigest()
+    assert inspection.roots == ("app",)
+    assert inspection.skipped == (
+        "extra (skipped in the environment (environments/prod/environment.cfg:5))",
+    )
+
+
+def test_inspect_says_each_signature_matches_without_judging_trust(builds: Builds) -> None:
+    inspection = inspect_bundle(builds("new"))
+
+    [signature] = inspection.signatures
+    assert signature.fingerprint == fingerprint(signing_key().private)
+    assert signature.namespace == "consign-bundle"
+    assert signature.valid is True
+    assert inspection.trust_checked is False
+    assert inspection.accepted_by is None
+    assert inspection.to_json()["signatures"] == [
+        {
+            "fingerprint": signature.fingerprint,
+            "namespace": "consign-bundle",
+            "valid": True,
+            "trusted": None,
+            "refused_because": None,
+        }
+    ]
+
+
+def test_inspect_reports_a_signature_that_does_not_match(builds: Builds, tmp_path: Path) -> None:
+    data = builds("new").read_bytes()
+    parts = doc_split(data)
+    # The last byte of the one signature entry is the last byte of the ed25519 signature.
+    end = 18 + len(parts.manifest) + 4 + len(parts.entries[0])
+    path = write(tmp_path / "web1.bundle", flipped(data, end - 1))
+
+    inspection = inspect_bundle(path)
+
+    [signature] = inspection.signatures
+    assert signature.fingerprint == fingerprint(signing_key().private)
+    assert signature.valid is False
+
+
+def test_inspect_with_trust_accepts_a_trusted_signer(builds: Builds) -> None:
+    inspection = inspect_bundle(builds("new"), trust_file=signing_key().trust)
+
+    [signature] = inspection.signatures
+    assert inspection.trust_checked is True
+    assert signature.trusted is None
+    assert inspection.accepted_by == "builder"
+    data = inspection.to_json()
+    assert data["accepted_by"] == "builder"
+    assert (data["signatures"][0]["trusted"], data["signatures"][0]["refused_because"]) == (True, None)
+
+
+def test_inspect_with_trust_says_why_a_signer_is_not_trusted(builds: Builds) -> None:
+    inspection = inspect_bundle(builds("other-key"), trust_file=signing_key().trust)
+
+    [signature] = inspection.signatures
+    reason = f"{fingerprint(builds.other_key)}: the key is not in the allowed signers"
+    assert signature.valid is True
+    assert signature.trusted == reason
+    assert inspection.accepted_by is None
+    data = inspection.to_json()
+    assert (data["signatures"][0]["trusted"], data["signatures"][0]["refused_because"]) == (False, reason)
+
+
+def test_inspect_with_trust_honours_revocation_and_validity(builds: Builds, tmp_path: Path) -> None:
+    key = read_public_key(signing_key().private)
+    revoked = trust_file(tmp_path / "revoked", key.openssh() + "\n")
+    later = trust_file(
+        tmp_path / "allowed_signers",
+        f'builder namespaces="consign-bundle",valid-after="20300101Z" {key.openssh()}\n',
+    )
+
+    [revoked_signature] = inspect_bundle(builds("new"), signing_key().trust, revoked).signatures
+    [early_signature] = inspect_bundle(builds("new"), later, now=1_800_000_000).signatures
+
+    assert revoked_signature.trusted == f"{key.fingerprint()}: the key is revoked"
+    assert early_signature.trusted == (
+        f"{key.fingerprint()}: allowed signers line 1: it is valid only after 2030-01-01 00:00:00 UTC"
+    )
+
+
+def test_inspect_refuses_a_damaged_bundle(builds: Builds, tmp_path: Path) -> None:
+    data = builds("new").read_bytes()
+    path = write(tmp_path / "web1.bundle", flipped(data, len(data) - 1))
+
+    with pytest.raises(BundleError, match=r"blob 'model' does not match its sha256"):
+        inspect_bundle(path)
+
+
+# -- the signed parts, for checking by hand ----------------------------------------
+
+
+def test_the_signed_parts_are_what_ssh_keygen_verifies(builds: Builds, tmp_path: Path) -> None:
+    manifest, signature = tmp_path / "manifest", tmp_path / "manifest.sig"
+
+    command = write_signed_parts(builds("new"), manifest, signature)
+
+    assert manifest.read_bytes() == doc_split(builds("new").read_bytes()).manifest
+    assert signature.read_text().startswith("-----BEGIN SSH SIGNATURE-----\n")
+    assert command == (
+        "ssh-keygen -Y verify -f allowed_signers -I builder -n consign-bundle "
+        f"-s {signature} < {manifest}"
+    )
+    allowed = tmp_path / "allowed_signers"
+    shutil.copy(signing_key().trust, allowed)
+    result = subprocess.run(
+        command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('Good "consign-bundle" signature for builder')
+
+
+@pytest.mark.parametrize("which", ["manifest", "signature"])
+def test_an_output_path_that_cannot_be_written_is_an_error_naming_it(
+    builds: Builds, tmp_path: Path, which: str
+) -> None:
+    unwritable = tmp_path / "no-such-directory" / which
+    good = tmp_path / "good"
+    outputs = (unwritable, good) if which == "manifest" else (good, unwritable)
+
+    with pytest.raises(BuildError) as caught:
+        write_signed_parts(builds("new"), *outputs)
+
+    assert caught.value.message == f"cannot write {unwritable}: No such file or directory"
+
+
+def test_an_unsigned_bundle_has_no_signature_to_write(builds: Builds, tmp_path: Path) -> None:
+    parts = doc_split(builds("new").read_bytes())
+    path = write(tmp_path / "unsigned.bundle", doc_join(replace(parts, entries=())))
+
+    with pytest.raises(BuildError) as caught:
+        write_signed_parts(path, tmp_path / "manifest", tmp_path / "manifest.sig")
+
+    assert caught.value.message == f"{path} is not signed; there is no signature to write"
+    write_signed_parts(path, tmp_path / "manifest", None)
+    assert (tmp_path / "manifest").read_bytes() == parts.manifest
+
+
+# -- diff ------------------------------------------------------------------------
+
+
+def test_diff_lists_a_changed_override_with_its_old_and_new_value(builds: Builds) -> None:
+    diff = diff_bundles(builds("old"), builds("new"))
+
+    assert diff.host == "web1"
+    assert diff.model == (Change("roots[app].overrides.workers", "4", "5"),)
+
+
+def test_diff_lists_files_added_removed_and_changed_in_the_repository(builds: Builds) -> None:
+    diff = diff_bundles(builds("old"), builds("new"))
+
+    assert diff.files_added == ("data/new.txt",)
+    assert diff.files_removed == ("data/gone.txt",)
+    assert diff.files_changed == ("data/edit.txt", "environments/prod/environment.cfg")
+    assert diff.to_json()["files"] == {
+        "added": ["data/new.txt"],
+        "removed": ["data/gone.txt"],
+        "changed": ["data/edit.txt", "environments/prod/environment.cfg"],
+    }
+
+
+def test_diff_of_two_builds_of_the_same_tree_shows_only_the_serial(builds: Builds) -> None:
+    diff = diff_bundles(builds("old"), builds("old-again"))
+
+    assert diff.manifest == (Change("serial", 100, 150),)
+    assert (diff.model, diff.files_added, diff.files_removed, diff.files_changed) == ((), (), (), ())
+    assert not diff.empty
+
+
+def test_diff_of_a_newer_build_shows_the_serial_and_blob_digests(builds: Builds) -> None:
+    diff = diff_bundles(builds("old"), builds("new"))
+
+    paths = [change.path for change in diff.manifest]
+    assert Change("serial", 100, 200) in diff.manifest
+    assert "blobs[repo].sha256" in paths and "blobs[model].sha256" in paths
+    assert "host" not in paths and "build_time" not in paths
+
+
+def test_diff_of_identical_bundles_is_empty(builds: Builds, tmp_path: Path) -> None:
+    copy = tmp_path / "web1.bundle"
+    shutil.copy(builds("old"), copy)
+
+    diff = diff_bundles(builds("old"), copy)
+
+    assert diff.empty
+    assert diff.to_json() == {
+        "host": "web1",
+        "manifest": [],
+        "model": [],
+        "files": {"added": [], "removed": [], "changed": []},
+    }
+
+
+def test_diff_refuses_bundles_of_two_hosts(builds: Builds) -> None:
+    old, new = builds("old"), builds("new", "web2")
+
+    with pytest.raises(BuildError) as caught:
+        diff_bundles(old, new)
+
+    assert caught.value.message == f"{old} is for host 'web1', {new} for 'web2'"
+    assert caught.value.hint == "bundle diff compares two bundles of the same host"
