@@ -27,13 +27,27 @@ from executor.configure import configure_host, tree_of
 from executor.errors import ConsignError, OverrideError, suggest
 from executor.fs import HashingWriter, fsync_directory, stage_file
 from executor.loader import Registry, load_components
-from executor.manifest import BlobEntry, Compression, Manifest, Source, Target, encode_manifest
+from executor.manifest import BlobEntry, Compression, Manifest, Source, encode_manifest
+from executor.manifest import Target as ManifestTarget
 from executor.model import HostModel, HostRecord, RootRecord, SkippedRoot, encode_model
 from executor.snapshot import SnapshotFile, extract_tar, write_tar
 
 from .environment import EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
 from .repository import Repository, Status, source_date_epoch
+from .runtime import (
+    Requirements,
+    RuntimeBlob,
+    Target,
+    add_to_path,
+    cache_directory,
+    conflicts,
+    host_target,
+    import_environment,
+    own_python,
+    read_requirements,
+    runtime_blob,
+)
 from .signing import Signer, load_signers, sign_all
 
 BUNDLE_SUFFIX = ".bundle"
@@ -55,6 +69,10 @@ class BuildOptions:
     sign_keys: tuple[Path, ...] = ()
     # The one clock the builder reads: serial and time of --dirty builds.
     clock: Callable[[], int] = field(default=lambda: int(time.time()), compare=False)
+    # Runtime builds are cached here [default: CONSIGN_CACHE_DIR, ~/.cache/consign].
+    cache: Path | None = None
+    # Told what the build is doing when it takes long (resolving a runtime).
+    progress: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -223,12 +241,16 @@ class _Build:
         return replace(model, roots=roots)
 
     def select(self, host: HostConfig) -> str | None:
+        return self.select_host(self.options, host)
+
+    @staticmethod
+    def select_host(options: BuildOptions, host: HostConfig) -> str | None:
         """Why `host` gets no bundle in this build, or None."""
-        if self.options.hosts and host.name not in self.options.hosts:
+        if options.hosts and host.name not in options.hosts:
             return "not selected by --host"
         if host.ignored:
             return f"ignored in the environment ({host.location})"
-        if host.name in self.options.skip_hosts:
+        if host.name in options.skip_hosts:
             return "skipped by --skip-host"
         return None
 
@@ -325,7 +347,7 @@ def build(options: BuildOptions) -> BuildResult:
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
         extract_tar(tar, str(tree))
-        models, skipped_hosts, config = _configure_all(options, tree)
+        models, skipped_hosts, config, runtimes = _configure_all(options, tree)
         snapshot = {f.name for f in files}
         key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
         inputs = _Inputs(
@@ -338,7 +360,9 @@ def build(options: BuildOptions) -> BuildResult:
         compressed = os.path.join(scratch, "repo.tar.zst")
         size, sha256 = _bundle.compress_file(tar, compressed)
         repo = BlobEntry("repo", Compression.ZSTD, size, sha256, raw_size, raw_sha256)
-        return _write(options, inputs, models, skipped_hosts, config.notes, (repo, compressed), out)
+        return _write(
+            options, inputs, models, skipped_hosts, config.notes, (repo, compressed), runtimes, out
+        )
 
 
 def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[int, str]:
@@ -350,29 +374,71 @@ def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[i
 
 def _configure_all(
     options: BuildOptions, tree: Path
-) -> tuple[list[HostModel], list[SkippedHost], EnvironmentConfig]:
+) -> tuple[list[HostModel], list[SkippedHost], EnvironmentConfig, dict[str, RuntimeBlob]]:
     config, environment_errors = load_environment(tree, options.environment, platform=options.platform)
     if config is None:
         if len(environment_errors) == 1:
             raise environment_errors[0]
         raise BuildFailed(environment_errors)
-    registry, load_errors = load_components(tree)
-    run = _Build(options, config, registry)
-    run.errors.extend(environment_errors)
-    run.errors.extend(load_errors)
-    run.check_names()
-    overrides, locations = run.overrides()
-    models: list[HostModel] = []
-    skipped_hosts: list[SkippedHost] = []
-    for host in config.hosts:
-        reason = run.select(host)
-        if reason is not None:
-            skipped_hosts.append(SkippedHost(host.name, reason))
-            continue
-        models.append(run.configure(run.host_model(host, overrides), tree, locations))
+    requirements, requirement_errors = read_requirements(tree)
+    requirement_errors.extend(conflicts(requirements))
+    if requirement_errors:
+        # Components may import the requirements: nothing else is worth checking.
+        raise BuildFailed([*environment_errors, *requirement_errors], notes=config.notes)
+    cache = cache_directory(options.cache)
+    selected = [h for h in config.hosts if _Build.select_host(options, h) is None]
+    runtimes = _runtimes(options, tree, config, selected, requirements, cache)
+    undo = _importable_requirements(requirements, cache, options)
+    try:
+        registry, load_errors = load_components(tree)
+        run = _Build(options, config, registry)
+        run.errors.extend(environment_errors)
+        run.errors.extend(load_errors)
+        run.check_names()
+        overrides, locations = run.overrides()
+        models: list[HostModel] = []
+        skipped_hosts: list[SkippedHost] = []
+        for host in config.hosts:
+            reason = run.select(host)
+            if reason is not None:
+                skipped_hosts.append(SkippedHost(host.name, reason))
+                continue
+            models.append(run.configure(run.host_model(host, overrides), tree, locations))
+    finally:
+        undo()
     if run.errors:
         raise BuildFailed(run.errors, notes=config.notes)
-    return models, skipped_hosts, config
+    return models, skipped_hosts, config, runtimes
+
+
+def _runtimes(
+    options: BuildOptions,
+    tree: Path,
+    config: EnvironmentConfig,
+    hosts: list[HostConfig],
+    requirements: Requirements,
+    cache: Path,
+) -> dict[str, RuntimeBlob]:
+    """Each selected host's runtime; hosts with one target share one build."""
+    by_target: dict[str, RuntimeBlob] = {}
+    by_host: dict[str, RuntimeBlob] = {}
+    for host in hosts:
+        target = host_target(tree, config.name, host.name, host.python)
+        if target.key not in by_target:
+            by_target[target.key] = runtime_blob(requirements, target, cache, options.progress)
+        by_host[host.name] = by_target[target.key]
+    return by_host
+
+
+def _importable_requirements(
+    requirements: Requirements, cache: Path, options: BuildOptions
+) -> Callable[[], None]:
+    """Let the builder's configure import the repository's requirements, from
+    a runtime built for the builder's own Python; return how to undo it."""
+    if not requirements.lines:
+        return lambda: None
+    own = runtime_blob(requirements, Target(own_python()), cache, options.progress)
+    return add_to_path([import_environment(own.pex, cache)])
 
 
 def _model_entry(data: bytes) -> BlobEntry:
@@ -387,6 +453,7 @@ def _write(
     skipped_hosts: list[SkippedHost],
     notes: tuple[str, ...],
     repo: tuple[BlobEntry, str],
+    runtimes: dict[str, RuntimeBlob],
     out: Path,
 ) -> BuildResult:
     directory = out / options.environment
@@ -400,6 +467,16 @@ def _write(
         for model in models:
             path = directory / f"{model.host.name}{BUNDLE_SUFFIX}"
             model_bytes = encode_model(model)
+            runtime = runtimes[model.host.name]
+            runtime_entry = BlobEntry(
+                "runtime",
+                Compression.ZSTD,
+                runtime.size,
+                runtime.sha256,
+                runtime.raw_size,
+                runtime.raw_sha256,
+            )
+            target = runtime.target
             manifest = Manifest(
                 environment=options.environment,
                 host=model.host.name,
@@ -408,14 +485,26 @@ def _write(
                 build_time=inputs.build_time,
                 consign_version=__version__,
                 source=inputs.source,
-                target=Target(platform=model.host.platform),
-                blobs=(repo_entry, _model_entry(model_bytes)),
+                target=ManifestTarget(
+                    platform=model.host.platform,
+                    python=target.python,
+                    complete_platform=(
+                        None
+                        if target.platform_json is None
+                        else hashlib.sha256(target.platform_json).hexdigest()
+                    ),
+                ),
+                blobs=(repo_entry, runtime_entry, _model_entry(model_bytes)),
             )
             manifest_bytes = encode_manifest(manifest)
             chunks = _bundle.bundle_chunks(
                 manifest_bytes,
                 sign_all(inputs.signers, manifest_bytes),
-                [_bundle.BlobData(path=repo_path), _bundle.BlobData(data=model_bytes)],
+                [
+                    _bundle.BlobData(path=repo_path),
+                    _bundle.BlobData(path=str(runtime.compressed)),
+                    _bundle.BlobData(data=model_bytes),
+                ],
             )
             staged.append((stage_file(str(path), chunks, mode=0o644), path))
             built.append(

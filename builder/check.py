@@ -20,6 +20,7 @@ from executor.manifest import Manifest, manifest_to_data
 from .build import BuildOptions, BuildResult
 from .errors import BuildError, RepositoryError
 from .repository import Repository
+from .runtime import cache_directory
 
 
 class NotReproducible(BuildError):
@@ -95,7 +96,16 @@ def check_reproducible(options: BuildOptions, result: BuildResult) -> str:
         home = Path(scratch, "home")
         home.mkdir()
         # Another home, time zone and umask: none of them may reach the bytes.
-        environment = {**os.environ, "HOME": str(home), "TZ": "Pacific/Chatham"}
+        # An empty runtime cache, so the runtime is really built again (pex's
+        # download cache is shared: the same wheels, no second download).
+        cache = cache_directory(options.cache)
+        environment = {
+            **os.environ,
+            "HOME": str(home),
+            "TZ": "Pacific/Chatham",
+            "CONSIGN_CACHE_DIR": str(Path(scratch, "cache")),
+            "CONSIGN_PEX_ROOT": os.environ.get("CONSIGN_PEX_ROOT") or str(cache / "pex-root"),
+        }
         completed = subprocess.run(
             _rebuild_command(options, result, clone / relative, out),
             cwd=scratch,

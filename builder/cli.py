@@ -9,12 +9,13 @@ import typer
 from rich.markup import escape
 
 from executor.manifest import MAX_SERIAL
-from executor.console import guarded, print_json, stderr, stdout, version_callback
+from executor.console import guarded, print_json, size, stderr, stdout, version_callback
 
 from .build import BuildOptions, build
 from .check import check_possible, check_reproducible
 from .inspect import diff_bundles, inspect_bundle, write_signed_parts
-from .render import render_build, render_diff, render_inspection
+from .render import render_build, render_diff, render_inspection, stderr_progress
+from .runtime import build_executor_pex, cache_directory, target_for
 from .signing import generate_or_read_key
 
 app = typer.Typer(
@@ -99,6 +100,7 @@ def build_command(
         dirty=dirty,
         serial=serial,
         sign_keys=tuple(sign_key or ()),
+        progress=stderr_progress,
     )
     if check:
         guarded(lambda: check_possible(options))
@@ -147,6 +149,28 @@ def diff_command(
         print_json(diff.to_json())
     else:
         render_diff(diff)
+
+
+@app.command("executor-pex")
+def executor_pex_command(
+    out: Annotated[Path, typer.Option("--out", help="Write the executor here.")] = Path(
+        "executor.pex"
+    ),
+    python: Annotated[
+        str | None, typer.Option("--python", help="The hosts' Python (X.Y) [default: this one].")
+    ] = None,
+    complete_platform: Annotated[
+        Path | None,
+        typer.Option("--complete-platform", help="A host's 'executor inspect-platform' output."),
+    ] = None,
+) -> None:
+    """Build the host executor as one pex that runs with a stock python3."""
+    path = guarded(
+        lambda: build_executor_pex(
+            out, target_for(python, complete_platform), cache_directory(None), stderr_progress
+        )
+    )
+    stdout.print(f"[green]built[/] {escape(str(path))} ({size(path.stat().st_size)})")
 
 
 keys = typer.Typer(help="Signing keys.", no_args_is_help=True)

@@ -53,6 +53,8 @@ class HostConfig:
     platform: str | None
     data: tuple[tuple[str, str], ...]
     location: Location
+    # The Python the host's runtime is built for ([host:x] python).
+    python: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class EnvironmentSettings:
     branch: str | None = None
     # Signing keys (paths relative to the repository, or ~/...), comma-separated.
     sign_keys: tuple[str, ...] = ()
+    # The Python hosts run (X.Y) when no host says otherwise.
+    python: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +449,15 @@ class _Loader:
                         settings = replace(settings, service_user=text)
                     case _:
                         settings = replace(settings, branch=text)
+            elif key == "python":
+                if _PYTHON_VERSION.fullmatch(value):
+                    settings = replace(settings, python=value)
+                else:
+                    self.error(
+                        line,
+                        f"python must be a version like 3.11, found {value!r}",
+                        "write e.g. 'python = 3.11' (major.minor of the hosts' python3)",
+                    )
             elif key == "sign_key":
                 keys = tuple(k.strip() for k in value.split(",") if k.strip())
                 if keys:
@@ -541,6 +554,7 @@ class _Loader:
         skipped: tuple[RootAssignment, ...] = ()
         ignored = False
         platform: str | None = None
+        python: str | None = None
         data: dict[str, str] = {}
         has_components = False
         for entry in section.entries:
@@ -558,6 +572,15 @@ class _Loader:
                     )
                 else:
                     platform = value or None
+            elif key == "python":
+                if _PYTHON_VERSION.fullmatch(value):
+                    python = value
+                else:
+                    self.error(
+                        entry.line,
+                        f"python of host {name!r} must be a version like 3.11, found {value!r}",
+                        "write e.g. 'python = 3.12' (major.minor of the host's python3)",
+                    )
             elif key == "ignore":
                 flag = _boolean(value)
                 if flag is None:
@@ -580,7 +603,9 @@ class _Loader:
                     data[key[len("data-") :]] = value
             else:
                 self.unknown_key(
-                    entry, f"[host:{name}]", ["components", "platform", "ignore", "data-NAME"]
+                    entry,
+                    f"[host:{name}]",
+                    ["components", "platform", "python", "ignore", "data-NAME"],
                 )
         if not has_components:
             self.note(section.line, f"host {name!r} lists no components: it deploys nothing")
@@ -592,6 +617,7 @@ class _Loader:
             platform=platform,
             data=tuple(sorted(data.items())),
             location=self.at(section.line),
+            python=python,
         )
 
     def valid_host_name(self, name: str, line: int) -> bool:
@@ -709,6 +735,7 @@ class _Loader:
                 platform=host.platform or fallback,
                 data=host.data,
                 location=host.location,
+                python=host.python or settings.python,
             )
             for host in by_name.values()
         ]
@@ -897,6 +924,7 @@ _ENVIRONMENT_KEYS = (
     "require_v6",
     "branch",
     "sign_key",
+    "python",
 )
 
 _IGNORED_ENVIRONMENT_KEYS = {
@@ -907,6 +935,8 @@ _IGNORED_ENVIRONMENT_KEYS = {
     "require_sudo": "the executor runs on the host itself; there is no sudo over SSH",
     "deployment_base": "consign uses target_directory",
 }
+
+_PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 
 _SANDBOXES = {"developer": VfsMode.DEVELOPER, "map": VfsMode.MAP}
 

@@ -9,7 +9,8 @@ both command lines. The families:
         ├── EnvironmentNotFound     no such environment (lists the existing ones)
         ├── EnvironmentFileError    a problem in an environment file (file:line)
         ├── UnknownComponentError   the environment names a component nobody defines
-        └── SigningKeyError         a signing key cannot be read, written, or used
+        ├── SigningKeyError         a signing key cannot be read, written, or used
+        └── RuntimeBuildError       the runtime (pex) cannot be resolved or built
     ErrorList (executor.errors)
     └── BuildFailed                 every error of a build, collected across all hosts
 """
@@ -57,3 +58,9 @@ class BuildFailed(ErrorList):
         self.message = f"the build found {count(len(self.errors), 'error')}; nothing was written"
         # Notes on the environment, shown with the errors.
         self.notes = tuple(notes)
+
+
+class RuntimeBuildError(BuildError):
+    """Resolving or building the bundle's runtime failed; says what to change."""
+
+    code = "runtime"

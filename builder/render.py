@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from rich.markup import escape
 
-from executor.console import print_note, size, stdout
+from executor.console import print_note, size, stderr, stdout
 
 from .build import BuildResult
 from .inspect import BundleDiff, Inspection
@@ -75,3 +75,11 @@ def render_diff(diff: BundleDiff) -> None:
     ):
         for path in paths:
             stdout.print(f"  [{style}]file {label:<8}[/]{escape(path)}")
+
+
+def stderr_progress(message: str) -> None:
+    """What a long build step is doing ("Installing sqlalchemy"), on stderr.
+
+    Only steps that do real work report; a build that changes nothing says
+    nothing here."""
+    stderr.print(f"[cyan]{escape(message)}[/]")

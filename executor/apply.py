@@ -13,31 +13,25 @@ import contextlib
 import enum
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .bundle import VerifiedBundle
 from .canonical import CanonicalError
-from .configure import ConfiguredRoot, configure_host, first_tree_difference, tree_of
 from .decode import DecodeError
-from .deploy import DeployOutcome, RootOutcome, RootStatus, deploy_roots
 from .environment import Environment
-from .errors import (
-    BundleError,
-    ConfigurationError,
-    ConsignError,
-    ErrorList,
-    RunTimeoutError,
-    StateError,
-    count,
-)
-from .loader import load_components
+from .errors import BundleError, ConsignError, RunTimeoutError, RuntimeFailure, StateError
 from .manifest import MAX_MODEL_BYTES
 from .model import HostModel, decode_model
-from .run import DeadlineReached, FileDiff, Level, LogEntry, RunContext, alarm, interruptible
-from .bundle import VerifiedBundle
+from .outcome import RootOutcome, RootStatus
+from .protocol import ProtocolError, RunReport, RunRequest
+from .run import FileDiff, Level, LogEntry
+from .runtime import READY, prepare_runtime, runtime_directory
 from .snapshot import extract_tar
 from .state import DEFAULT_STATE_DIR, prepare_directory, save_state
 from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
@@ -62,6 +56,8 @@ class ApplyOptions:
     timeout: float | None = None
     allow_downgrade: bool = False
     now: int | None = None
+    # Where runtime environments are made [default: STATE/runtimes].
+    runtime_directory: str | None = None
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(
@@ -212,30 +208,6 @@ def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
     return final
 
 
-def _configure(
-    model: HostModel, repository: Path, target: str | None
-) -> tuple[list[ConfiguredRoot], ConsignError | None]:
-    """Configure this host's roots and check they form the build's trees."""
-    registry, errors = load_components(repository)
-    if errors:
-        return [], ErrorList(errors, f"{count(len(errors), 'component file')} failed to load")
-    configured, errors = configure_host(
-        model, registry, target_directory=target, base_dir=str(repository)
-    )
-    if errors:
-        return [], ErrorList(errors, f"configure failed on this host ({count(len(errors), 'error')})")
-    for root in configured:
-        difference = first_tree_difference(root.record.tree, tree_of(root.component))
-        if difference:
-            return [], ConfigurationError(
-                f"configure on this host built another tree than the build did: {difference}",
-                where=root.record.name,
-                hint="configure must not depend on the host it runs on; "
-                "compute host-specific values in verify/update",
-            )
-    return configured, None
-
-
 def apply_bundle(options: ApplyOptions) -> ApplyResult:
     """Accept, unpack, configure and deploy one bundle; see the module doc.
 
@@ -248,31 +220,38 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
 
 def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
     started = time.monotonic()
-    deadline = started + options.timeout if options.timeout else None
     acceptance = accept_bundle(options.verify_options())
     bundle = acceptance.bundle
     model = load_model(bundle)
-    run = RunContext(
-        predicting=options.dry_run, deadline=deadline, command_timeout=model.environment.timeout
-    )
-    for note in acceptance.notes:
-        run.emit("", note, Level.WARNING)
+    notes = [LogEntry("", note, Level.WARNING) for note in acceptance.notes]
     if acceptance.downgrade_from is not None:
-        run.emit(
-            "",
-            f"downgrade allowed: serial {acceptance.downgrade_from} -> {bundle.manifest.serial}",
-            Level.WARNING,
+        notes.append(
+            LogEntry(
+                "",
+                f"downgrade allowed: serial {acceptance.downgrade_from} -> "
+                f"{bundle.manifest.serial}",
+                Level.WARNING,
+            )
         )
     # Unpacking is the last check of the bundle (its archive); only a bundle
     # that passed all of them raises the serial this host accepts. A dry run
     # writes nothing of the host's own: it unpacks into a temporary store.
     cached = store_entry(bundle, options.state_directory)
-    if options.dry_run and not cached.is_dir():
-        scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
-        repository = unpack_snapshot(bundle, Path(scratch))
+    runtimes = runtime_directory(options.state_directory, options.runtime_directory)
+    runtime_entry = bundle.manifest.blob("runtime")
+    assert runtime_entry is not None  # the manifest decoder requires it
+    if options.dry_run and not (
+        cached.is_dir() and (runtimes / runtime_entry.sha256 / READY).is_file()
+    ):
+        scratch = Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
+        )
+        repository = unpack_snapshot(bundle, scratch / "store")
+        python = prepare_runtime(bundle, scratch / "runtimes")
     else:
         prepare_directory(options.state_directory)
         repository = unpack_snapshot(bundle, cached.parent)
+        python = prepare_runtime(bundle, runtimes)
     if not options.dry_run:
         now = options.now if options.now is not None else int(time.time())
         accepted = acceptance.state.accept(
@@ -280,32 +259,104 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
         )
         save_state(options.state_directory, accepted)
     target = None if options.target_directory is None else os.path.abspath(options.target_directory)
-    target_directory = Environment(model.environment, target_directory=target).target_directory
-    skipped = [(s.name, s.reason) for s in model.skipped]
-    with alarm(options.timeout):
-        try:
-            with interruptible():
-                configured, error = _configure(model, repository, target)
-        except DeadlineReached:
-            error = RunTimeoutError(
-                "the run exceeded its time limit while configuring", hint="raise --timeout"
-            )
-        if error is None:
-            outcome = deploy_roots(configured, run, skipped=skipped)
-        else:
-            not_run = [RootOutcome(r.name, RootStatus.NOT_RUN, reason="configure failed") for r in model.roots]
-            skips = [RootOutcome(n, RootStatus.SKIPPED, reason=why) for n, why in skipped]
-            outcome = DeployOutcome(tuple(not_run + skips), error)
+    report = run_runtime(
+        python,
+        RunRequest(
+            model=bundle.read("model", MAX_MODEL_BYTES),
+            repository=str(repository),
+            target_directory=target,
+            dry_run=options.dry_run,
+            timeout=None if options.timeout is None else max(
+                options.timeout - (time.monotonic() - started), 0.001
+            ),
+            report="",
+        ),
+        cleanup,
+    )
     return ApplyResult(
         host=model.host.name,
         environment=model.environment.name,
         bundle_digest=bundle.digest,
-        status=ApplyStatus.OK if outcome.error is None else ApplyStatus.FAILED,
+        status=ApplyStatus.OK if report.error is None else ApplyStatus.FAILED,
         dry_run=options.dry_run,
-        roots=outcome.roots,
+        roots=report.roots,
         duration_s=time.monotonic() - started,
-        log=tuple(run.log),
-        diffs=tuple(run.diffs),
-        error=outcome.error,
-        target_directory=target_directory,
+        log=tuple(notes) + report.log,
+        diffs=report.diffs,
+        error=report.error,
+        target_directory=report.target_directory
+        or Environment(model.environment, target_directory=target).target_directory,
     )
+
+
+# Past the run's own time limit, the runtime gets this long to report
+# before it is killed.
+KILL_GRACE = 10.0
+MAX_RUNTIME_OUTPUT = 64 << 10
+
+
+def run_runtime(python: Path, request: RunRequest, cleanup: contextlib.ExitStack) -> RunReport:
+    """Run the bundle's runtime in a child process and read its report.
+
+    The child enforces the time limit itself (and reports where it stopped);
+    if it does not finish shortly after, it is killed, with everything it
+    started. A crash of deployment code takes only the child down.
+    """
+    scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-run-")))
+    report_path = scratch / "report.json"
+    request = replace(request, report=str(report_path))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
+    process = subprocess.Popen(
+        [str(python), "-I", "-m", "executor.child"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=environment,
+        cwd="/",
+        start_new_session=True,
+    )
+    wait = None if request.timeout is None else request.timeout + KILL_GRACE
+    try:
+        output, _ = process.communicate(request.to_json().encode(), timeout=wait)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return _failed_report(
+            RunTimeoutError(
+                f"the runtime did not stop within {request.timeout:.0f}s and was killed",
+                hint="raise --timeout, or find what hangs with --verbose",
+            )
+        )
+    except BaseException:
+        _kill(process)
+        raise
+    text = output[-MAX_RUNTIME_OUTPUT:].decode("utf-8", errors="replace").strip()
+    if not report_path.is_file():
+        how = (
+            f"was killed by signal {-process.returncode}"
+            if process.returncode < 0
+            else f"exited with {process.returncode}"
+        )
+        return _failed_report(
+            RuntimeFailure(
+                f"the runtime {how} without a report",
+                hint="its output: " + (text[-2000:] or "(none)"),
+            )
+        )
+    try:
+        report = RunReport.from_json(report_path.read_text(encoding="utf-8"))
+    except (ProtocolError, ValueError) as exc:
+        return _failed_report(RuntimeFailure(f"the runtime's report is unreadable: {exc}"))
+    if text:
+        # Deployment code printed something: keep it, it may matter.
+        report = replace(report, log=(*report.log, LogEntry("runtime output", text, Level.INFO)))
+    return report
+
+
+def _failed_report(error: ConsignError) -> RunReport:
+    return RunReport((), (), (), error, "")
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

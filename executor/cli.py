@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,6 +108,14 @@ def apply(
         typer.Option("--target-dir", help="Deploy here instead of the environment's target_directory."),
     ] = None,
     state_dir: StateOption = Path(DEFAULT_STATE_DIR),
+    runtime_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runtime-dir",
+            envvar="CONSIGN_RUNTIME_DIR",
+            help="Where runtime environments are made [default: STATE_DIR/runtimes].",
+        ),
+    ] = None,
     trust: TrustOption = Path(DEFAULT_TRUST_FILE),
     revoked: RevokedOption = None,
     allow_downgrade: DowngradeOption = False,
@@ -137,6 +147,7 @@ def apply(
         allow_downgrade=allow_downgrade,
         dry_run=dry_run,
         timeout=timeout,
+        runtime_directory=None if runtime_dir is None else str(runtime_dir),
     )
     result = guarded(
         lambda: apply_bundle(options),
@@ -206,6 +217,14 @@ def reset_serial_command(
         f"[yellow]serial floor reset[/]: {change.from_serial} -> {change.to_serial} "
         f"(recorded in {escape(str(state_dir))})"
     )
+
+
+@app.command("inspect-platform")
+def inspect_platform() -> None:
+    """Print this host's Python as a complete platform file (JSON) for the builder."""
+    from .platform import complete_platform
+
+    sys.stdout.write(json.dumps(complete_platform(), indent=1, sort_keys=True) + "\n")
 
 
 def main() -> Any:

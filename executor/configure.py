@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from dataclasses import dataclass
 
 from .component import Component, user_location
 from .environment import Environment, Host
-from .errors import ConfigurationError, ConsignError
-from .loader import Registry
+from .errors import ConfigurationError, ConsignError, ErrorList, count
+from .loader import Registry, load_components
 from .model import HostModel, RootRecord
 from .utils import family_defaults
 
@@ -161,3 +162,28 @@ def first_tree_difference(expected: tuple[str, ...], actual: tuple[str, ...]) ->
     if len(actual) > len(expected):
         return f"this host configures {actual[len(expected)]!r}, which the build did not"
     return None
+
+
+def configure_for_host(
+    model: HostModel, repository: str, target: str | None
+) -> tuple[list[ConfiguredRoot], ConsignError | None]:
+    """Load the snapshot's components, configure this host's roots, and check
+    that they form the trees the build recorded."""
+    registry, errors = load_components(Path(repository))
+    if errors:
+        return [], ErrorList(errors, f"{count(len(errors), 'component file')} failed to load")
+    configured, errors = configure_host(
+        model, registry, target_directory=target, base_dir=repository
+    )
+    if errors:
+        return [], ErrorList(errors, f"configure failed on this host ({count(len(errors), 'error')})")
+    for root in configured:
+        difference = first_tree_difference(root.record.tree, tree_of(root.component))
+        if difference:
+            return [], ConfigurationError(
+                f"configure on this host built another tree than the build did: {difference}",
+                where=root.record.name,
+                hint="configure must not depend on the host it runs on; "
+                "compute host-specific values in verify/update",
+            )
+    return configured, None

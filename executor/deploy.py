@@ -11,7 +11,6 @@ run) nothing updates and the component is reported as one that would change.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import os
 import tempfile
@@ -22,38 +21,9 @@ from typing import Any
 
 from .component import Component, accepts_predicting, working_directory, locate, user_location
 from .configure import ConfiguredRoot
+from .outcome import DeployOutcome, RootOutcome, RootStatus
 from .errors import ConsignError, DeployError, NotConvergedError, RunTimeoutError
 from .run import DeadlineReached, RunContext, interruptible, running
-
-
-class RootStatus(enum.Enum):
-    OK = "ok"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    NOT_RUN = "not-run"
-
-
-@dataclass(frozen=True, slots=True)
-class RootOutcome:
-    name: str
-    status: RootStatus
-    changed: tuple[str, ...] = ()
-    duration_s: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class DeployOutcome:
-    roots: tuple[RootOutcome, ...]
-    error: ConsignError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def changed(self) -> tuple[str, ...]:
-        return tuple(c for root in self.roots for c in root.changed)
 
 
 Handler = tuple[int, Component, Callable[[Component], Any], str]

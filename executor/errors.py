@@ -16,6 +16,7 @@ such by the command line.
     │   └── ModeError              a file mode that is not octal or rwx notation
     ├── ErrorList                  several errors at once (a build, a host's configure)
     ├── StateError                 the state directory cannot be read or written
+    ├── RuntimeFailure             the bundle's runtime cannot be made, started, or crashed
     ├── DeployError                applying a component failed
     │   ├── CommandError           a command exited non-zero or timed out
     │   ├── NotConvergedError      update() ran but verify() still fails
@@ -167,6 +168,12 @@ class StateError(ConsignError):
     """The executor's state directory cannot be used."""
 
     code = "state-directory"
+
+
+class RuntimeFailure(ConsignError):
+    """The bundle's runtime cannot be made, started, or did not report."""
+
+    code = "runtime"
 
 
 class RefusedError(ConsignError):

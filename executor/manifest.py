@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,9 @@ from .decode import DecodeError, Fields, shown
 
 FORMAT_VERSION = 1
 
-# Blob names in the order a bundle lists them; repo and model are required.
+# Blob names in the order a bundle lists them; repo, runtime and model are required.
 BLOB_ORDER = ("repo", "runtime", "model", "secrets")
-REQUIRED_BLOBS = ("repo", "model")
+REQUIRED_BLOBS = ("repo", "runtime", "model")
 
 MAX_BLOB_BYTES = 4 << 30
 # Serials and times are unsigned 64-bit msgpack integers.
@@ -57,9 +58,16 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What the bundle's runtime was built for."""
+    """What the bundle's runtime was built for.
+
+    `platform` is the host's batou platform; `python` the X.Y version its
+    runtime needs; `complete_platform` the sha256 of the complete platform
+    file it was built for, if one was used.
+    """
 
     platform: str | None = None
+    python: str | None = None
+    complete_platform: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +104,11 @@ def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
         "serial": manifest.serial,
         "build_time": manifest.build_time,
         "source": {"commit": manifest.source.commit, "dirty": manifest.source.dirty},
-        "target": {"platform": manifest.target.platform},
+        "target": {
+            "platform": manifest.target.platform,
+            "python": manifest.target.python,
+            "complete_platform": manifest.target.complete_platform,
+        },
         "blobs": [
             {
                 "name": b.name,
@@ -205,7 +217,11 @@ def manifest_from_data(data: object) -> Manifest:
         build_time=f.integer("build_time", minimum=0),
         consign_version=f.string("consign_version"),
         source=Source(commit=source.optional_string("commit"), dirty=_flag(source, "dirty")),
-        target=Target(platform=target.optional_string("platform")),
+        target=Target(
+            platform=target.optional_string("platform"),
+            python=_python_version(target),
+            complete_platform=_optional_digest(target, "complete_platform"),
+        ),
         blobs=blobs,
     )
     source.done()
@@ -213,6 +229,22 @@ def manifest_from_data(data: object) -> Manifest:
     f.done()
     check_blob_list(blobs, "manifest.blobs")
     return manifest
+
+
+def _python_version(fields: Fields) -> str | None:
+    value = fields.optional_string("python")
+    if value is not None and not re.fullmatch(r"3\.\d{1,2}", value):
+        raise DecodeError(fields.path("python"), f"expected a version like 3.11, got {shown(value)}")
+    return value
+
+
+def _optional_digest(fields: Fields, key: str) -> str | None:
+    value = fields.optional_string(key)
+    if value is not None and (
+        len(value) != 64 or any(c not in "0123456789abcdef" for c in value)
+    ):
+        raise DecodeError(fields.path(key), f"expected 64 lowercase hex digits, got {shown(value)}")
+    return value
 
 
 def _flag(fields: Fields, key: str) -> bool:

@@ -6,7 +6,7 @@ from rich.markup import escape
 
 from .apply import ApplyResult, ApplyStatus
 from .console import print_error, stdout
-from .deploy import RootStatus
+from .outcome import RootStatus
 from .run import Level
 
 

@@ -137,7 +137,7 @@ def load_state(state_directory: str) -> HostState:
     path = _state_path(state_directory)
     if os.path.isdir(state_directory):
         # State that others could have written cannot protect against rollback.
-        _check_private(state_directory)
+        check_private(state_directory)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_STATE_BYTES + 1)
@@ -167,10 +167,10 @@ def prepare_directory(state_directory: str) -> None:
             f"cannot use the state directory {state_directory}: {exc.strerror}",
             hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
         ) from None
-    _check_private(state_directory)
+    check_private(state_directory)
 
 
-def _check_private(state_directory: str) -> None:
+def check_private(state_directory: str) -> None:
     """Only the executor's user may write the state directory."""
     try:
         status = os.stat(state_directory)

@@ -62,12 +62,31 @@ def doc_canonical(value: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Parts:
-    """A bundle split by the document's layout (nothing checked but lengths)."""
+    """A bundle split by the document's layout (nothing checked but lengths).
+
+    `names` are the blobs' names in the manifest's order (empty when the
+    manifest cannot be decoded): blobs are found by name, never by index.
+    """
 
     manifest: bytes
     entries: tuple[bytes, ...]
     blobs: tuple[bytes, ...]
     header: bytes = field(default=b"")
+    names: tuple[str, ...] = ()
+
+    def blob(self, name: str) -> bytes:
+        """Blob `name`'s stored bytes."""
+        return self.blobs[self.names.index(name)]
+
+    def blobs_offset(self) -> int:
+        """Where the blobs start in the joined file: 18 + M + S."""
+        return 18 + len(self.manifest) + sum(4 + len(entry) for entry in self.entries)
+
+    def span(self, name: str) -> tuple[int, int]:
+        """Where blob `name` lies in the joined file: (start, end)."""
+        index = self.names.index(name)
+        start = self.blobs_offset() + sum(len(blob) for blob in self.blobs[:index])
+        return start, start + len(self.blobs[index])
 
 
 def doc_split(data: bytes) -> Parts:
@@ -93,13 +112,15 @@ def doc_split(data: bytes) -> Parts:
     start = 18 + m + s
     blobs = []
     try:
-        sizes = [entry["size"] for entry in msgpack.unpackb(manifest, raw=False)["blobs"]]
+        listed = msgpack.unpackb(manifest, raw=False)["blobs"]
+        sizes = [entry["size"] for entry in listed]
+        names = tuple(str(entry["name"]) for entry in listed)
     except Exception:  # noqa: BLE001 - crafting damaged bundles splits what it can
-        sizes = [len(data) - start]
+        sizes, names = [len(data) - start], ()
     for size in sizes:
         blobs.append(data[start : start + size])
         start += size
-    return Parts(manifest, tuple(entries), tuple(blobs), header=data[:8])
+    return Parts(manifest, tuple(entries), tuple(blobs), header=data[:8], names=names)
 
 
 def doc_join(parts: Parts, block: bytes | None = None) -> bytes:
@@ -127,6 +148,14 @@ def edit_manifest(parts: Parts, edit: Callable[[dict[str, Any]], None]) -> Parts
     return resigned(parts, doc_canonical(data))
 
 
+def spliced(parts: Parts, name: str, stored: bytes) -> Parts:
+    """Blob `name` replaced by other bytes, the manifest and its signature
+    left as they are: what an attacker without the key can do."""
+    blobs = list(parts.blobs)
+    blobs[parts.names.index(name)] = stored
+    return replace(parts, blobs=tuple(blobs))
+
+
 def with_blob(
     parts: Parts,
     name: str,
@@ -139,8 +168,7 @@ def with_blob(
     """Replace blob `name`; the manifest pins the new bytes and is signed again,
     so that only the checks after the signature can refuse the bundle."""
     data = msgpack.unpackb(parts.manifest, raw=False)
-    names = [entry["name"] for entry in data["blobs"]]
-    entry = data["blobs"][names.index(name)]
+    entry = data["blobs"][parts.names.index(name)]
     entry["size"], entry["sha256"] = len(stored), hashlib.sha256(stored).hexdigest()
     if raw is not None:
         entry["raw_size"], entry["raw_sha256"] = len(raw), hashlib.sha256(raw).hexdigest()
@@ -148,9 +176,7 @@ def with_blob(
         entry["raw_size"] = raw_size
     if raw_sha256 is not None:
         entry["raw_sha256"] = raw_sha256
-    blobs = list(parts.blobs)
-    blobs[names.index(name)] = stored
-    return resigned(replace(parts, blobs=tuple(blobs)), doc_canonical(data))
+    return resigned(spliced(parts, name, stored), doc_canonical(data))
 
 
 def write(path: Path, data: bytes) -> Path:

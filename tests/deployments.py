@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 import time
@@ -82,6 +83,8 @@ def apply_options(bundle: Path, tmp_path: Path, host: str | None = "web1", **kw:
     kw.setdefault("target_directory", str(tmp_path / "target"))
     kw.setdefault("state_directory", str(tmp_path / "state"))
     kw.setdefault("trust_file", str(signing_key().trust))
+    # The session's shared runtime environments (see conftest.py).
+    kw.setdefault("runtime_directory", os.environ["CONSIGN_RUNTIME_DIR"])
     return ApplyOptions(bundle=str(bundle), host=host, **kw)
 
 

@@ -115,8 +115,8 @@ MANIFEST = Manifest(
     build_time=1_700_000_000,
     consign_version="0.1.0",
     source=Source(commit="c" * 40, dirty=False),
-    target=Target(platform=None),
-    blobs=(_blob("repo", "a"), _blob("model", "b")),
+    target=Target(platform=None, python="3.11"),
+    blobs=(_blob("repo", "a"), _blob("runtime", "f"), _blob("model", "b")),
 )
 
 DIFFERENCES: dict[str, tuple[Manifest, str]] = {
@@ -125,12 +125,24 @@ DIFFERENCES: dict[str, tuple[Manifest, str]] = {
         "manifest field 'build_time': 1700000000 here, 1700000001 in the rebuild",
     ),
     "a nested field": (
-        replace(MANIFEST, target=Target(platform="debian")),
-        "manifest field 'target': {'platform': None} here, {'platform': 'debian'} in the rebuild",
+        replace(MANIFEST, target=Target(platform="debian", python="3.11")),
+        "manifest field 'target': "
+        "{'platform': None, 'python': '3.11', 'complete_platform': None} here, "
+        "{'platform': 'debian', 'python': '3.11', 'complete_platform': None} in the rebuild",
+    ),
+    "the runtime's target": (
+        replace(MANIFEST, target=Target(python="3.11", complete_platform="c" * 64)),
+        "manifest field 'target': "
+        "{'platform': None, 'python': '3.11', 'complete_platform': None} here, "
+        f"{{'platform': None, 'python': '3.11', 'complete_platform': '{'c' * 64}'}} in the rebuild",
     ),
     "a blob": (
-        replace(MANIFEST, blobs=(_blob("repo", "a"), _blob("model", "e"))),
+        replace(MANIFEST, blobs=(_blob("repo", "a"), _blob("runtime", "f"), _blob("model", "e"))),
         "blob 'model' (sha256 bbbbbbbbbbbb here, eeeeeeeeeeee in the rebuild)",
+    ),
+    "the runtime blob": (
+        replace(MANIFEST, blobs=(_blob("repo", "a"), _blob("runtime", "d"), _blob("model", "e"))),
+        "blob 'runtime' (sha256 ffffffffffff here, dddddddddddd in the rebuild)",
     ),
 }
 

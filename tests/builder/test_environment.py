@@ -442,6 +442,39 @@ def test_platform_precedence(
     assert config.settings.platform == env_platform
 
 
+# --- python: the version hosts run their runtime with --------------------
+
+
+@pytest.mark.parametrize(
+    ("env_python", "host_python", "expected"),
+    [
+        (None, None, None),
+        ("3.11", None, "3.11"),
+        (None, "3.12", "3.12"),
+        ("3.11", "3.13", "3.13"),
+        ("3.9", "3.10", "3.10"),
+    ],
+    ids=["neither", "environment", "host section", "host section wins", "two-digit minor"],
+)
+def test_python_of_the_environment_and_of_a_host_section(
+    tmp_path: Path, env_python: str | None, host_python: str | None, expected: str | None
+) -> None:
+    lines = ["[environment]"]
+    if env_python:
+        lines.append(f"python = {env_python}")
+    lines += ["[host:web1]", "components = app"]
+    if host_python:
+        lines.append(f"python = {host_python}")
+    lines += ["[hosts]", "web2 = app"]
+    config = load_ok(tmp_path, "\n".join(lines) + "\n")
+    host_section, short_form = config.hosts[1], config.hosts[0]
+    assert (host_section.name, short_form.name) == ("web1", "web2")
+    assert config.settings == EnvironmentSettings(python=env_python)
+    assert host_section.python == expected
+    # A host of the [hosts] list has no section to say otherwise.
+    assert short_form.python == env_python
+
+
 # --- bad input ------------------------------------------------------------
 
 HOSTS = "[hosts]\nweb1 = app\n"
@@ -456,8 +489,19 @@ BAD: list[tuple[str, str, str, int, str]] = [
      "section [host:] needs a name after ':'", 1, "[host:web1]"),
     ("unknown environment key", "[environment]\nhost_domian = example.com\n" + HOSTS,
      "unknown key 'host_domian' in [environment]", 2, "did you mean 'host_domain'?"),
-    ("reserved key not yet accepted", "[environment]\npython = 3.11\n" + HOSTS,
-     "unknown key 'python' in [environment]", 2, "known keys:"),
+    ("reserved key not yet accepted", "[environment]\nruntime = pex\n" + HOSTS,
+     "unknown key 'runtime' in [environment]", 2,
+     "known keys: branch, connect_method, deployment_base, host_domain, jobs, platform, python,"),
+    ("python without a minor version", "[environment]\npython = 3\n" + HOSTS,
+     "python must be a version like 3.11, found '3'", 2, "write e.g. 'python = 3.11'"),
+    ("python as a word", "[environment]\npython = three\n" + HOSTS,
+     "python must be a version like 3.11, found 'three'", 2, "major.minor of the hosts' python3"),
+    ("python with a patch version", "[environment]\npython = 3.11.7\n" + HOSTS,
+     "python must be a version like 3.11, found '3.11.7'", 2, "python = 3.11"),
+    ("python 2", "[environment]\npython = 2.7\n" + HOSTS,
+     "python must be a version like 3.11, found '2.7'", 2, "python = 3.11"),
+    ("python over several lines", "[environment]\npython = 3.11\n  3.12\n" + HOSTS,
+     "python must be a single line, found 2 lines", 2, "one line"),
     ("timeout with a unit", "[environment]\ntimeout = 30s\n" + HOSTS,
      "timeout must be a positive whole number of seconds, found '30s'", 2, "timeout = 30"),
     ("zero timeout", "[environment]\ntimeout = 0\n" + HOSTS,
@@ -484,6 +528,17 @@ BAD: list[tuple[str, str, str, int, str]] = [
      "expected a host name of letters, digits, '.', '-' and '_', found 'web/1'", 2, "web1"),
     ("unknown host key", "[host:web1]\ncomponents = app\nplattform = nixos\n",
      "unknown key 'plattform' in [host:web1]", 3, "did you mean 'platform'?"),
+    ("misspelt host python", "[host:web1]\ncomponents = app\npyton = 3.12\n",
+     "unknown key 'pyton' in [host:web1]", 3,
+     "did you mean 'python'? known keys: components, data-NAME, ignore, platform, python"),
+    ("host python without a minor version", "[host:web1]\ncomponents = app\npython = 3\n",
+     "python of host 'web1' must be a version like 3.11, found '3'", 3,
+     "write e.g. 'python = 3.12'"),
+    ("host python as a word", "[host:web1]\ncomponents = app\npython = three\n",
+     "python of host 'web1' must be a version like 3.11, found 'three'", 3,
+     "major.minor of the host's python3"),
+    ("host python with a patch version", "[host:web1]\ncomponents = app\npython = 3.11.7\n",
+     "python of host 'web1' must be a version like 3.11, found '3.11.7'", 3, "python = 3.12"),
     ("bad ignore value", "[host:web1]\ncomponents = app\nignore = perhaps\n",
      "ignore of host 'web1' must be true or false, found 'perhaps'", 3, "ignore = true"),
     ("data key without name", "[host:web1]\ncomponents = app\ndata- = x\n",

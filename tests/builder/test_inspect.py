@@ -13,6 +13,7 @@ import pytest
 
 from builder.errors import BuildError
 from builder.inspect import Change, diff_bundles, inspect_bundle, write_signed_parts
+from builder.runtime import own_python
 from builder.signing import generate_key, read_public_key
 from executor.errors import BundleError
 from tests.bundles import doc_join, doc_split, flipped, write
@@ -121,7 +122,10 @@ def test_inspect_shows_the_manifest_roots_and_skipped_components(builds: Builds)
     )  # fmt: skip
     assert (manifest["serial"], manifest["build_time"]) == (200, CLOCK)
     assert manifest["source"] == {"commit": None, "dirty": True}
-    assert [blob["name"] for blob in manifest["blobs"]] == ["repo", "model"]
+    assert [blob["name"] for blob in manifest["blobs"]] == ["repo", "runtime", "model"]
+    assert manifest["target"] == {
+        "platform": "example.com", "python": own_python(), "complete_platform": None
+    }  # fmt: skip
     assert inspection.path == str(path)
     assert inspection.size == path.stat().st_size
     assert inspection.digest == hashlib.sha256(doc_split(path.read_bytes()).manifest).hexdigest()
@@ -206,11 +210,13 @@ def test_inspect_with_trust_honours_revocation_and_validity(builds: Builds, tmp_
     )
 
 
-def test_inspect_refuses_a_damaged_bundle(builds: Builds, tmp_path: Path) -> None:
+@pytest.mark.parametrize("blob", ["repo", "runtime", "model"])
+def test_inspect_refuses_a_damaged_bundle(builds: Builds, tmp_path: Path, blob: str) -> None:
     data = builds("new").read_bytes()
-    path = write(tmp_path / "web1.bundle", flipped(data, len(data) - 1))
+    _start, end = doc_split(data).span(blob)
+    path = write(tmp_path / "web1.bundle", flipped(data, end - 1))
 
-    with pytest.raises(BundleError, match=r"blob 'model' does not match its sha256"):
+    with pytest.raises(BundleError, match=rf"blob '{blob}' does not match its sha256"):
         inspect_bundle(path)
 
 
@@ -301,6 +307,8 @@ def test_diff_of_a_newer_build_shows_the_serial_and_blob_digests(builds: Builds)
     assert Change("serial", 100, 200) in diff.manifest
     assert "blobs[repo].sha256" in paths and "blobs[model].sha256" in paths
     assert "host" not in paths and "build_time" not in paths
+    # The same requirements for the same Python: the very same runtime.
+    assert not any(path.startswith(("blobs[runtime]", "target")) for path in paths)
 
 
 def test_diff_of_identical_bundles_is_empty(builds: Builds, tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from tests.bundles import (
     doc_split,
     flipped,
     resigned,
+    spliced,
     with_blob,
     write,
     zstd_stream,
@@ -265,8 +266,8 @@ def test_a_modified_blob_no_longer_matches_its_signed_hash(
     data = fleet.bundle("newer").read_bytes()
     bundle = write(tmp_path / "web1.bundle", flipped(data, len(data) - 2))
     parts = doc_split(data)
-    said = hashlib.sha256(parts.blobs[1]).hexdigest()
-    has = hashlib.sha256(doc_split(bundle.read_bytes()).blobs[1]).hexdigest()
+    said = hashlib.sha256(parts.blob("model")).hexdigest()
+    has = hashlib.sha256(doc_split(bundle.read_bytes()).blob("model")).hexdigest()
 
     error = host.refuses(bundle)
 
@@ -296,18 +297,29 @@ class Offsets:
     data: bytes
     m: int  # manifest length
     s: int  # signature block length
-    repo_size: int
+    spans: dict[str, tuple[int, int]]  # each blob by name: (start, end)
 
     @property
     def blobs(self) -> int:
         return 18 + self.m + self.s
+
+    @property
+    def repo_size(self) -> int:
+        start, end = self.spans["repo"]
+        return end - start
+
+    def middle(self, name: str) -> int:
+        start, end = self.spans[name]
+        return (start + end) // 2
 
     @classmethod
     def of(cls, path: Path) -> Offsets:
         data = path.read_bytes()
         parts = doc_split(data)
         s = sum(4 + len(entry) for entry in parts.entries)
-        return cls(data, len(parts.manifest), s, len(parts.blobs[0]))
+        spans = {name: parts.span(name) for name in parts.names}
+        assert list(spans) == ["repo", "runtime", "model"]
+        return cls(data, len(parts.manifest), s, spans)
 
 
 def test_a_flipped_byte_in_the_magic_is_refused(fleet: Fleet, host: Host, tmp_path: Path) -> None:
@@ -333,20 +345,21 @@ def test_a_flipped_byte_in_the_signature_is_refused(fleet: Fleet, host: Host, tm
     )
 
 
-def test_a_flipped_byte_in_the_repository_blob_is_refused(
-    fleet: Fleet, host: Host, tmp_path: Path
+@pytest.mark.parametrize("blob", ["repo", "runtime"], ids=["repository blob", "runtime blob"])
+def test_a_flipped_byte_in_a_compressed_blob_is_refused(
+    fleet: Fleet, host: Host, tmp_path: Path, blob: str
 ) -> None:
     at = Offsets.of(fleet.bundle("newer"))
-    data = flipped(at.data, at.blobs + at.repo_size // 2)
+    data = flipped(at.data, at.middle(blob))
     bundle = write(tmp_path / "web1.bundle", data)
-    repo = slice(at.blobs, at.blobs + at.repo_size)
-    said, has = (hashlib.sha256(d[repo]).hexdigest() for d in (at.data, data))
+    where = slice(*at.spans[blob])
+    said, has = (hashlib.sha256(d[where]).hexdigest() for d in (at.data, data))
 
     error = host.refuses(bundle)
 
     assert isinstance(error, BundleError)
     assert error.message == (
-        f"{bundle}: blob 'repo' does not match its sha256: the manifest says {said}, "
+        f"{bundle}: blob {blob!r} does not match its sha256: the manifest says {said}, "
         f"the blob has {has}"
     )
 
@@ -360,6 +373,11 @@ TRUNCATIONS: dict[str, Callable[[Offsets], tuple[int, str]]] = {
     "inside the repository blob": lambda at: (
         at.blobs + at.repo_size // 2,
         f"{{path}} is truncated: {at.blobs + at.repo_size // 2} bytes, "
+        f"the manifest promises {len(at.data)}",
+    ),
+    "inside the runtime blob": lambda at: (
+        at.middle("runtime"),
+        f"{{path}} is truncated: {at.middle('runtime')} bytes, "
         f"the manifest promises {len(at.data)}",
     ),
 }
@@ -398,8 +416,9 @@ def test_a_manifest_with_a_non_canonical_integer_is_refused_though_signed(
 
 def test_a_stored_blob_larger_than_declared_is_refused(fleet: Fleet, host: Host, tmp_path: Path) -> None:
     parts = doc_split(fleet.bundle("newer").read_bytes())
-    repo, model = parts.blobs
-    bundle = write(tmp_path / "web1.bundle", doc_join(replace(parts, blobs=(repo + b"\0" * 7, model))))
+    bundle = write(
+        tmp_path / "web1.bundle", doc_join(spliced(parts, "repo", parts.blob("repo") + b"\0" * 7))
+    )
 
     error = host.refuses(bundle)
 
@@ -411,7 +430,7 @@ def test_a_blob_unpacking_to_more_than_declared_is_refused(
     fleet: Fleet, host: Host, tmp_path: Path
 ) -> None:
     parts = doc_split(fleet.bundle("newer").read_bytes())
-    tar = zstandard.ZstdDecompressor().decompress(parts.blobs[0])
+    tar = zstandard.ZstdDecompressor().decompress(parts.blob("repo"))
     larger = tar + b"\0" * 512
     stored = zstandard.ZstdCompressor(level=3).compress(larger)
     # Signed again: the manifest pins these stored bytes, and declares one byte less.
@@ -432,7 +451,7 @@ def test_a_blob_unpacking_to_more_than_declared_is_refused_even_when_its_snapsho
 ) -> None:
     parts = doc_split(fleet.bundle("newer").read_bytes())
     # Declares the snapshot build A put in this host's store.
-    tar = zstandard.ZstdDecompressor().decompress(doc_split(fleet.bundle("a").read_bytes()).blobs[0])
+    tar = zstandard.ZstdDecompressor().decompress(doc_split(fleet.bundle("a").read_bytes()).blob("repo"))
     larger = tar + b"\0" * 512
     stored = zstandard.ZstdCompressor(level=3).compress(larger)
     bundle = write(tmp_path / "web1.bundle", doc_join(with_blob(parts, "repo", stored, raw=tar)))
@@ -552,9 +571,10 @@ def test_a_model_from_another_build_spliced_into_a_bundle_is_refused(
 ) -> None:
     a = doc_split(fleet.bundle("a").read_bytes())
     b = doc_split(fleet.bundle("b").read_bytes())
-    assert len(a.blobs[1]) == len(b.blobs[1]) and a.blobs[1] != b.blobs[1]
-    bundle = write(tmp_path / "web1.bundle", doc_join(replace(a, blobs=(a.blobs[0], b.blobs[1]))))
-    said, has = (hashlib.sha256(blob).hexdigest() for blob in (a.blobs[1], b.blobs[1]))
+    theirs = b.blob("model")
+    assert len(a.blob("model")) == len(theirs) and a.blob("model") != theirs
+    bundle = write(tmp_path / "web1.bundle", doc_join(spliced(a, "model", theirs)))
+    said, has = (hashlib.sha256(blob).hexdigest() for blob in (a.blob("model"), theirs))
 
     error = host.refuses(bundle)
 
@@ -569,10 +589,10 @@ def test_a_manifest_from_another_build_with_this_build_s_blobs_is_refused(
 ) -> None:
     a = doc_split(fleet.bundle("a").read_bytes())
     b = doc_split(fleet.bundle("b").read_bytes())
-    spliced = replace(b, blobs=a.blobs)
-    bundle = write(tmp_path / "web1.bundle", doc_join(spliced))
+    mixed = replace(b, blobs=a.blobs)
+    bundle = write(tmp_path / "web1.bundle", doc_join(mixed))
     promised = len(doc_join(b))
-    actual = len(doc_join(spliced))
+    actual = len(doc_join(mixed))
 
     error = host.refuses(bundle)
 
@@ -805,12 +825,12 @@ def test_a_hostile_model_is_refused_before_anything_is_written(
 ) -> None:
     parts = doc_split(fleet.bundle("newer").read_bytes())
     model = b"\x82\xa4host\x01\xa4host\x02"
-    data = msgpack.unpackb(parts.manifest, raw=False)
-    entry = data["blobs"][1]
-    digest = hashlib.sha256(model).hexdigest()
-    entry.update(size=len(model), raw_size=len(model), sha256=digest, raw_sha256=digest)
-    spliced = resigned(replace(parts, blobs=(parts.blobs[0], model)), doc_canonical(data))
-    bundle = write(tmp_path / "web1.bundle", doc_join(spliced))
+    # Signed again: the manifest pins the hostile model, only its decoder can refuse it.
+    hostile = with_blob(parts, "model", model, raw=model)
+    data = msgpack.unpackb(hostile.manifest, raw=False)
+    entry = data["blobs"][hostile.names.index("model")]
+    assert entry["compression"] == "none" and entry["sha256"] == entry["raw_sha256"]
+    bundle = write(tmp_path / "web1.bundle", doc_join(hostile))
 
     error = host.refuses(bundle)
 

@@ -79,7 +79,7 @@ def test_the_readme_quick_start_runs_and_a_second_apply_changes_nothing(example:
 
     first = run("bash", "-c", main_job, cwd=example)
     assert "ok: 1 bundle for environment local" in first.stdout
-    assert "ok: 7 components changed" in first.stdout
+    assert "ok: 8 components changed" in first.stdout
     target = example / ".consign/target/work"
     assert (target / "test/i-am-ubuntu").exists()
     assert "alias = example.local" in (target / "app/app.conf").read_text()

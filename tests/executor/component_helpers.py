@@ -14,7 +14,8 @@ from pathlib import Path
 
 from executor.component import Component
 from executor.configure import ConfiguredRoot, configure_host
-from executor.deploy import DeployOutcome, deploy_roots
+from executor.deploy import deploy_roots
+from executor.outcome import DeployOutcome
 from executor.environment import Environment, Host
 from executor.errors import ConsignError, DeployError
 from executor.loader import Registry, load_components

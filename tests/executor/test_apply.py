@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from executor.apply import ApplyOptions, ApplyStatus, apply_bundle
-from executor.deploy import RootStatus
+from executor.outcome import RootStatus
 from executor.errors import BundleError, WrongTargetError
 from tests.deployments import apply_options, build_bundles, deployment
 

@@ -14,14 +14,17 @@ import base64
 import hashlib
 import importlib
 import io
+import json
 import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import tracemalloc
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +51,7 @@ from tests.bundles import (
     flipped,
     resigned,
     sign,
+    spliced,
     ssh_string,
     with_blob,
     write,
@@ -64,6 +68,7 @@ BIN = Path(sys.executable).parent
 # ---------------------------------------------------------------------------
 
 DOC_BLOB_ORDER = ("repo", "runtime", "model", "secrets")
+DOC_REQUIRED_BLOBS = ("repo", "runtime", "model")
 
 
 class _Wire:
@@ -194,8 +199,10 @@ def doc_check_manifest(manifest: Any) -> None:
     doc_require(isinstance(source, dict) and set(source) == {"commit", "dirty"}, "source")
     doc_require(source["commit"] is None or isinstance(source["commit"], str), "source.commit")
     doc_require(isinstance(source["dirty"], bool), "source.dirty")
-    doc_require(isinstance(target, dict) and set(target) == {"platform"}, "target")
-    doc_require(target["platform"] is None or isinstance(target["platform"], str), "target.platform")
+    target_keys = {"platform", "python", "complete_platform"}
+    doc_require(isinstance(target, dict) and set(target) == target_keys, "target")
+    for key in sorted(target_keys):
+        doc_require(target[key] is None or isinstance(target[key], str), f"target.{key}")
     blobs = manifest["blobs"]
     doc_require(isinstance(blobs, list), "blobs")
     entry_keys = {"name", "compression", "size", "sha256", "raw_size", "raw_sha256"}
@@ -210,7 +217,7 @@ def doc_check_manifest(manifest: Any) -> None:
     names = [entry["name"] for entry in blobs]
     doc_require(all(name in DOC_BLOB_ORDER for name in names), "blob names")
     doc_require(names == sorted(set(names), key=DOC_BLOB_ORDER.index), "blob order")
-    doc_require({"repo", "model"} <= set(names), "required blobs")
+    doc_require(set(DOC_REQUIRED_BLOBS) <= set(names), "required blobs")
 
 
 @dataclass(frozen=True)
@@ -331,13 +338,23 @@ def test_an_independent_reader_following_the_document_reads_a_built_bundle(good:
     assert by_the_document.manifest == manifest_to_data(bundle.manifest)
     assert by_the_document.signer == bundle.signer.key.fingerprint()
     assert hashlib.sha256(doc_split(data).manifest).hexdigest() == bundle.digest
-    assert [entry["name"] for entry in by_the_document.manifest["blobs"]] == ["repo", "model"]
+    blobs = {entry["name"]: entry for entry in by_the_document.manifest["blobs"]}
+    assert list(blobs) == ["repo", "runtime", "model"]
+    assert {name: entry["compression"] for name, entry in blobs.items()} == {
+        "repo": "zstd", "runtime": "zstd", "model": "none"
+    }  # fmt: skip
     for name, content in by_the_document.content.items():
         assert content == b"".join(bundle.raw_chunks(name))
-    assert by_the_document.manifest["blobs"][0]["compression"] == "zstd"
-    # The repo blob holds one zstd frame whose header records the content size.
-    repo = doc_split(data).blobs[0]
-    assert zstandard.frame_content_size(repo) == len(by_the_document.content["repo"])
+    # The zstd blobs hold one frame each, whose header records the content size.
+    parts = doc_split(data)
+    for name in ("repo", "runtime"):
+        assert zstandard.frame_content_size(parts.blob(name)) == len(by_the_document.content[name])
+    # The runtime is a pex: a zip file, built for the builder's own Python.
+    assert zipfile.is_zipfile(io.BytesIO(by_the_document.content["runtime"]))
+    assert by_the_document.manifest["target"] == {
+        "platform": None, "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "complete_platform": None,
+    }  # fmt: skip
 
 
 def test_the_layout_offsets_in_the_document_hold(good: Path) -> None:
@@ -351,9 +368,12 @@ def test_the_layout_offsets_in_the_document_hold(good: Path) -> None:
     assert data[14 : 14 + m] == bundle.envelope.manifest_bytes
     assert first + 4 == s  # one signature, filling the block
     assert bundle.envelope.blobs_offset == 18 + m + s
-    repo, model = bundle.manifest.blobs
-    assert len(data) == 18 + m + s + repo.size + model.size
-    assert data[18 + m + s + repo.size :] == bundle.read("model", 1 << 20)
+    repo, runtime, model = bundle.manifest.blobs
+    assert (repo.name, runtime.name, model.name) == ("repo", "runtime", "model")
+    assert len(data) == 18 + m + s + repo.size + runtime.size + model.size
+    runtime_at = 18 + m + s + repo.size
+    assert hashlib.sha256(data[runtime_at : runtime_at + runtime.size]).hexdigest() == runtime.sha256
+    assert data[runtime_at + runtime.size :] == bundle.read("model", 1 << 20)
 
 
 LIMITS = {
@@ -393,8 +413,21 @@ def test_the_limits_in_the_document_are_the_code_s(good: Path) -> None:
         value = _constant(where)
         assert value == expected, f"{where} is {value}, the document says {shown}"
     assert bundle.MAGIC == DOC_MAGIC and bundle.FORMAT_VERSION == 1
-    assert manifest.BLOB_ORDER == DOC_BLOB_ORDER and manifest.REQUIRED_BLOBS == ("repo", "model")
+    assert manifest.BLOB_ORDER == DOC_BLOB_ORDER
+    assert manifest.REQUIRED_BLOBS == DOC_REQUIRED_BLOBS
     assert sshsig.NAMESPACE == "consign-bundle"
+
+
+def test_the_blob_table_in_the_document_is_the_code_s() -> None:
+    from executor import manifest
+
+    text = DOC.read_text().split("The blobs a manifest may list", 1)[1]
+    rows = re.findall(r"^\| `(\w+)` \| (yes|no) \|", text, re.M)
+
+    assert tuple(name for name, _ in rows) == manifest.BLOB_ORDER == DOC_BLOB_ORDER
+    assert tuple(name for name, required in rows if required == "yes") == (
+        manifest.REQUIRED_BLOBS
+    )
 
 
 @pytest.mark.parametrize("where", list(LIMITS))
@@ -419,6 +452,7 @@ def test_the_commands_in_the_document_check_a_bundle_by_hand(good: Path, tmp_pat
     shutil.copy(signing_key().trust, work / "allowed_signers")
     script = _shell_blocks("Checking a bundle by hand")
     assert "ssh-keygen -Y verify" in script and "zstd -q -d" in script and "sha256sum -c" in script
+    assert "python3 -m zipfile -l runtime.pex" in script
 
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -431,11 +465,25 @@ def test_the_commands_in_the_document_check_a_bundle_by_hand(good: Path, tmp_pat
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count('Good "consign-bundle" signature for builder') == 2
-    for name in ("repo.tar.zst", "repo.tar", "model.msgpack"):
+    for name in ("repo.tar.zst", "repo.tar", "runtime.pex.zst", "runtime.pex", "model.msgpack"):
         assert f"{name}: OK" in result.stdout
     bundle = verified(good)
     assert (work / "repo.tar").read_bytes() == b"".join(bundle.raw_chunks("repo"))
+    assert (work / "runtime.pex").read_bytes() == b"".join(bundle.raw_chunks("runtime"))
+    assert (work / "model.msgpack").read_bytes() == bundle.read("model", 1 << 20)
     assert (work / "manual.manifest").read_bytes() == bundle.envelope.manifest_bytes
+    # The listing names the pex's files; grep picks three of them out of it.
+    with zipfile.ZipFile(work / "runtime.pex") as pex:
+        names = pex.namelist()
+    listed = (work / "runtime.list").read_text()
+    assert all(f"\n{name} " in listed for name in names)
+    first_words = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    picked = [word for word in first_words if word in names]
+    assert picked == ["PEX-INFO", "__main__.py", "executor/__init__.py"]
+    # PEX-INFO's requirements, one a line: consign's pins among them.
+    with zipfile.ZipFile(work / "runtime.pex") as pex:
+        requirements = json.loads(pex.read("PEX-INFO"))["requirements"]
+    assert requirements and "\n".join(requirements) + "\n" in result.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -447,15 +495,15 @@ def test_the_commands_in_the_document_check_a_bundle_by_hand(good: Path, tmp_pat
 # each test, so that the independent reader above visibly stands alone.
 
 
-def read_all(path: Path, now: int | None = None) -> list[bytes]:
-    """Everything a host reads: framing, signature, manifest, every blob."""
+def read_all(path: Path, now: int | None = None) -> dict[str, bytes]:
+    """Everything a host reads: framing, signature, manifest, every blob (by name)."""
     from executor.bundle import read_envelope, verify_envelope
     from executor.verify import load_trust
 
     trust, _notes = load_trust(str(signing_key().trust))
     bundle = verify_envelope(read_envelope(str(path)), trust, now or int(time.time()))
     bundle.check_blobs()
-    return [b"".join(bundle.raw_chunks(entry.name)) for entry in bundle.manifest.blobs]
+    return {entry.name: b"".join(bundle.raw_chunks(entry.name)) for entry in bundle.manifest.blobs}
 
 
 def refusal(path: Path) -> str:
@@ -472,10 +520,16 @@ class Layout:
     m: int
     s: int
     o: int
-    repo_size: int
     fp: str
-    repo_sha256: str
-    model_sha256: str
+    # Each blob by name: where it lies in the file, and the sha256 the manifest says.
+    spans: dict[str, tuple[int, int]]
+    sha256: dict[str, str]
+
+    def start(self, name: str) -> int:
+        return self.spans[name][0]
+
+    def end(self, name: str) -> int:
+        return self.spans[name][1]
 
 
 def layout(path: Path) -> Layout:
@@ -483,17 +537,23 @@ def layout(path: Path) -> Layout:
     (m,) = struct.unpack_from(">I", data, 10)
     (s,) = struct.unpack_from(">I", data, 14 + m)
     manifest = msgpack.unpackb(data[14 : 14 + m], raw=False)
-    repo, model = manifest["blobs"]
+    spans, sha256, offset = {}, {}, 18 + m + s
+    for entry in manifest["blobs"]:
+        spans[entry["name"]] = (offset, offset + entry["size"])
+        sha256[entry["name"]] = entry["sha256"]
+        offset += entry["size"]
+    assert list(spans) == ["repo", "runtime", "model"] and offset == len(data)
     key = doc_parse_signature(doc_split(data).entries[0]).key
-    return Layout(data, m, s, 18 + m + s, repo["size"], doc_fingerprint(key), repo["sha256"], model["sha256"])
+    return Layout(data, m, s, 18 + m + s, doc_fingerprint(key), spans, sha256)
 
 
 def _blob_flip(name: str, where: Callable[[Layout], int]) -> Callable[[Layout], tuple[bytes, str]]:
     def case(lay: Layout) -> tuple[bytes, str]:
         offset = where(lay)
+        start, end = lay.spans[name]
+        assert start <= offset < end
         data = flipped(lay.data, offset)
-        start, end = (lay.o, lay.o + lay.repo_size) if name == "repo" else (lay.o + lay.repo_size, len(data))
-        said = lay.repo_sha256 if name == "repo" else lay.model_sha256
+        said = lay.sha256[name]
         has = hashlib.sha256(data[start:end]).hexdigest()
         return data, (
             f"{{path}}: blob {name!r} does not match its sha256: the manifest says {said}, "
@@ -544,9 +604,16 @@ FLIPS: dict[str, Callable[[Layout], tuple[bytes, str]]] = {
     ),
     "signature, ed25519 bytes": _flip(lambda lay: 17 + lay.m + lay.s, MISMATCH),
     "repo blob, first byte": _blob_flip("repo", lambda lay: lay.o),
-    "repo blob, a middle byte": _blob_flip("repo", lambda lay: lay.o + lay.repo_size // 2),
-    "repo blob, last byte": _blob_flip("repo", lambda lay: lay.o + lay.repo_size - 1),
-    "model blob, first byte": _blob_flip("model", lambda lay: lay.o + lay.repo_size),
+    "repo blob, a middle byte": _blob_flip(
+        "repo", lambda lay: (lay.start("repo") + lay.end("repo")) // 2
+    ),
+    "repo blob, last byte": _blob_flip("repo", lambda lay: lay.end("repo") - 1),
+    "runtime blob, first byte": _blob_flip("runtime", lambda lay: lay.start("runtime")),
+    "runtime blob, a middle byte": _blob_flip(
+        "runtime", lambda lay: (lay.start("runtime") + lay.end("runtime")) // 2
+    ),
+    "runtime blob, last byte": _blob_flip("runtime", lambda lay: lay.end("runtime") - 1),
+    "model blob, first byte": _blob_flip("model", lambda lay: lay.start("model")),
     "model blob, last byte": _blob_flip("model", lambda lay: len(lay.data) - 1),
 }
 
@@ -597,6 +664,15 @@ TRUNCATIONS: dict[str, Callable[[Layout], tuple[int, str]]] = {
         lay.o + 10,
         f"{{path}} is truncated: {lay.o + 10} bytes, the manifest promises {len(lay.data)}",
     ),
+    "inside the runtime blob": lambda lay: (
+        lay.start("runtime") + 10,
+        f"{{path}} is truncated: {lay.start('runtime') + 10} bytes, "
+        f"the manifest promises {len(lay.data)}",
+    ),
+    "before the model blob": lambda lay: (
+        lay.start("model"),
+        f"{{path}} is truncated: {lay.start('model')} bytes, the manifest promises {len(lay.data)}",
+    ),
     "one byte short": lambda lay: (
         len(lay.data) - 1,
         f"{{path}} is truncated: {len(lay.data) - 1} bytes, the manifest promises {len(lay.data)}",
@@ -623,7 +699,7 @@ def test_trailing_data_is_refused(good: Path, tmp_path: Path) -> None:
 
 def test_a_stored_blob_longer_than_its_declared_size_is_refused(good: Path, tmp_path: Path) -> None:
     parts = doc_split(good.read_bytes())
-    longer = replace(parts, blobs=(parts.blobs[0] + b"\0" * 7, parts.blobs[1]))
+    longer = spliced(parts, "repo", parts.blob("repo") + b"\0" * 7)
     path = write(tmp_path / "long.bundle", doc_join(longer))
 
     assert refusal(path) == f"{path} has 7 bytes of trailing data"
@@ -650,7 +726,7 @@ def test_sixteen_signatures_are_read_and_any_trusted_one_counts(good: Path, tmp_
     others = _other_signatures(15, parts.manifest, tmp_path)
     path = write(tmp_path / "many.bundle", doc_join(replace(parts, entries=(*others, *parts.entries))))
 
-    assert read_all(path)[1] == parts.blobs[1]
+    assert read_all(path)["model"] == parts.blob("model")
 
 
 def test_more_than_sixteen_signatures_are_refused(good: Path, tmp_path: Path) -> None:
@@ -802,24 +878,25 @@ def test_a_bundle_with_another_format_in_its_manifest_is_refused(good: Path, tmp
 # -- blobs after the signature: hashes, decompression -----------------------
 
 
-def test_a_blob_that_unpacks_to_other_content_is_refused(good: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["repo", "runtime"])
+def test_a_blob_that_unpacks_to_other_content_is_refused(good: Path, tmp_path: Path, name: str) -> None:
     parts = doc_split(good.read_bytes())
     other = zstandard.ZstdCompressor().compress(b"other content")
-    path = write(tmp_path / "other.bundle", doc_join(with_blob(parts, "repo", other)))
+    path = write(tmp_path / "other.bundle", doc_join(with_blob(parts, name, other)))
 
-    assert refusal(path) == f"{path}: blob 'repo' does not unpack to its raw sha256 and size"
+    assert refusal(path) == f"{path}: blob {name!r} does not unpack to its raw sha256 and size"
 
 
 def test_a_truncated_zstd_frame_is_refused(good: Path, tmp_path: Path) -> None:
     parts = doc_split(good.read_bytes())
-    path = write(tmp_path / "cut.bundle", doc_join(with_blob(parts, "repo", parts.blobs[0][:-20])))
+    path = write(tmp_path / "cut.bundle", doc_join(with_blob(parts, "repo", parts.blob("repo")[:-20])))
 
     assert refusal(path) == f"{path}: blob 'repo' does not unpack to its raw sha256 and size"
 
 
 def test_data_after_the_zstd_frame_is_refused(good: Path, tmp_path: Path) -> None:
     parts = doc_split(good.read_bytes())
-    path = write(tmp_path / "tail.bundle", doc_join(with_blob(parts, "repo", parts.blobs[0] + b"junk")))
+    path = write(tmp_path / "tail.bundle", doc_join(with_blob(parts, "repo", parts.blob("repo") + b"junk")))
 
     assert refusal(path) == (
         f"{path}: blob 'repo' is not valid zstd data: zstd decompress error: Unknown frame descriptor"
@@ -882,7 +959,7 @@ def test_several_frames_decompress_like_zstd_does(good: Path, tmp_path: Path) ->
     parts = with_blob(doc_split(good.read_bytes()), "repo", stored, raw=first + second)
     path = write(tmp_path / "frames.bundle", doc_join(parts))
 
-    assert read_all(path)[0] == first + second
+    assert read_all(path)["repo"] == first + second
 
 
 BOMB = 16 << 20  # 16 MiB of zeros: a few hundred bytes of zstd
@@ -968,7 +1045,7 @@ def test_open_unverified_reads_without_trust_but_still_checks_blobs(good: Path, 
     parts = doc_split(good.read_bytes())
     path = write(tmp_path / "unsigned.bundle", doc_join(replace(parts, entries=())))
     bundle = open_unverified(str(path))
-    assert bundle.read("model", 1 << 20) == parts.blobs[1]
+    assert bundle.read("model", 1 << 20) == parts.blob("model")
 
     damaged = write(tmp_path / "damaged.bundle", flipped(good.read_bytes(), len(good.read_bytes()) - 1))
     with pytest.raises(BundleError, match="blob 'model' does not match its sha256"):
@@ -1088,17 +1165,25 @@ def test_ssh_keygen_signs_with_the_builder_s_key_the_very_same_bytes(good: Path,
     assert doc_join(replace(parts, entries=(entry,))) == good.read_bytes()
 
 
-def test_the_zstd_tool_decompresses_the_repo_blob_to_its_raw_sha256(good: Path, tmp_path: Path) -> None:
+def test_the_zstd_tool_decompresses_each_compressed_blob_to_its_raw_sha256(
+    good: Path, tmp_path: Path
+) -> None:
     bundle = verified(good)
+    parts = doc_split(good.read_bytes())
+    unpacked = {}
     for entry in bundle.manifest.blobs:
         if entry.compression.value != "zstd":
             continue
-        data = good.read_bytes()
-        offset = bundle.envelope.blobs_offset + sum(
-            e.size for e in bundle.manifest.blobs[: bundle.manifest.blobs.index(entry)]
-        )
-        blob = write(tmp_path / f"{entry.name}.zst", data[offset : offset + entry.size])
-        result = subprocess.run(["zstd", "-q", "-d", "-c", str(blob)], capture_output=True, timeout=30)
+        blob = write(tmp_path / f"{entry.name}.zst", parts.blob(entry.name))
+        result = subprocess.run(["zstd", "-q", "-d", "-c", str(blob)], capture_output=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert len(result.stdout) == entry.raw_size
         assert hashlib.sha256(result.stdout).hexdigest() == entry.raw_sha256
+        unpacked[entry.name] = result.stdout
+
+    assert sorted(unpacked) == ["repo", "runtime"]
+    # The repo is a tar, the runtime a pex: a zip file that carries its PEX-INFO.
+    assert tarfile.is_tarfile(io.BytesIO(unpacked["repo"]))
+    assert zipfile.is_zipfile(io.BytesIO(unpacked["runtime"]))
+    with zipfile.ZipFile(io.BytesIO(unpacked["runtime"])) as pex:
+        assert "PEX-INFO" in pex.namelist() and "__main__.py" in pex.namelist()

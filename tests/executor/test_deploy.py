@@ -9,7 +9,8 @@ import pytest
 
 from executor.component import Component, UpdateNeeded, handle_event
 from executor.configure import ConfiguredRoot
-from executor.deploy import RootStatus, deploy_roots
+from executor.deploy import deploy_roots
+from executor.outcome import RootStatus
 from executor.errors import (
     CommandError,
     DeployError,

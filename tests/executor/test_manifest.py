@@ -24,7 +24,7 @@ from executor.manifest import (
     manifest_to_data,
 )
 
-SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
+SHA_A, SHA_B, SHA_C, SHA_D, SHA_E = "a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64
 
 MANIFEST = Manifest(
     environment="prod",
@@ -34,9 +34,10 @@ MANIFEST = Manifest(
     build_time=1_700_000_000,
     consign_version="0.1.0",
     source=Source(commit="3f2a" * 10, dirty=False),
-    target=Target(platform="debian12"),
+    target=Target(platform="debian12", python="3.11", complete_platform=SHA_E),
     blobs=(
         BlobEntry("repo", Compression.ZSTD, 400, SHA_A, 10240, SHA_B),
+        BlobEntry("runtime", Compression.ZSTD, 1766351, SHA_D, 7817836, SHA_E),
         BlobEntry("model", Compression.NONE, 473, SHA_C, 473, SHA_C),
     ),
 )
@@ -51,6 +52,12 @@ def test_a_manifest_round_trips_through_canonical_bytes() -> None:
     # Keys sorted: "blobs" first, "target" last; times are ints.
     assert data[:7] == b"\x8a\xa5blobs"
     assert manifest_to_data(MANIFEST)["build_time"] == 1_700_000_000
+    assert manifest_to_data(MANIFEST)["target"] == {
+        "platform": "debian12", "python": "3.11", "complete_platform": SHA_E
+    }  # fmt: skip
+    assert [blob["name"] for blob in manifest_to_data(MANIFEST)["blobs"]] == [
+        "repo", "runtime", "model"
+    ]  # fmt: skip
 
 
 def test_optional_fields_are_nil_and_the_blob_lookup_finds_by_name() -> None:
@@ -67,9 +74,12 @@ def test_optional_fields_are_nil_and_the_blob_lookup_finds_by_name() -> None:
     )
 
     assert decode_manifest(encode_manifest(bare), 1 << 20) == bare
-    assert manifest_to_data(bare)["target"] == {"platform": None}
-    assert bare.blob("model") == MANIFEST.blobs[1]
-    assert bare.blob("runtime") is None
+    assert manifest_to_data(bare)["target"] == {
+        "platform": None, "python": None, "complete_platform": None
+    }  # fmt: skip
+    assert bare.blob("model") == MANIFEST.blobs[2]
+    assert bare.blob("runtime") == MANIFEST.blobs[1]
+    assert bare.blob("secrets") is None
 
 
 def test_all_four_blobs_in_their_order_decode() -> None:
@@ -115,7 +125,7 @@ def _blobs(edit: Callable[[list[dict[str, Any]]], object]) -> Callable[[dict[str
     return apply
 
 
-RUNTIME = {"name": "runtime", "compression": "zstd", "size": 1, "sha256": SHA_A,
+SECRETS = {"name": "secrets", "compression": "none", "size": 1, "sha256": SHA_A,
            "raw_size": 1, "raw_sha256": SHA_A}  # fmt: skip
 
 BAD: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
@@ -158,6 +168,23 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         _set("target", "platform", value=3),
         "manifest.target.platform: expected str or nil, got int",
     ),
+    "target.python missing": (_delete("target", "python"), "manifest.target.python: missing"),
+    "target.python an int": (
+        _set("target", "python", value=3),
+        "manifest.target.python: expected str or nil, got int",
+    ),
+    "target.complete_platform missing": (
+        _delete("target", "complete_platform"),
+        "manifest.target.complete_platform: missing",
+    ),
+    "target.complete_platform as bin": (
+        _set("target", "complete_platform", value=bytes.fromhex(SHA_E)),
+        "manifest.target.complete_platform: expected str or nil, got bin",
+    ),
+    "target with another field": (
+        _set("target", "abi", value="cp311"),
+        "manifest.target: unexpected field 'abi'",
+    ),
     "target missing": (_delete("target"), "manifest.target: missing"),
     "another top-level field": (_set("expires", value=0), "manifest: unexpected field 'expires'"),
     "blobs a map": (_set("blobs", value={}), "manifest.blobs: expected an array, got map"),
@@ -192,8 +219,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "manifest.blobs[0]: unexpected field 'mode'",
     ),
     "an uncompressed blob with other raw values": (
-        _set("blobs", 1, "raw_size", value=1),
-        "manifest.blobs[1]: an uncompressed blob's raw size and sha256 must equal its own",
+        _set("blobs", 2, "raw_size", value=1),
+        "manifest.blobs[2]: an uncompressed blob's raw size and sha256 must equal its own",
     ),
     "an unknown blob": (
         _set("blobs", 1, "name", value="extra"),
@@ -204,10 +231,18 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "manifest.blobs[1].name: blob 'repo' appears twice",
     ),
     "blobs out of order": (
-        _blobs(lambda blobs: blobs.append(dict(RUNTIME))),
+        _blobs(lambda blobs: blobs.append(blobs.pop(1))),
+        "manifest.blobs: blobs must be listed in the order repo, runtime, model, secrets",
+    ),
+    "secrets before the model": (
+        _blobs(lambda blobs: blobs.insert(2, dict(SECRETS))),
         "manifest.blobs: blobs must be listed in the order repo, runtime, model, secrets",
     ),
     "the model missing": (_blobs(lambda blobs: blobs.pop()), "manifest.blobs: the 'model' blob is missing"),
+    "the runtime missing": (
+        _blobs(lambda blobs: blobs.pop(1)),
+        "manifest.blobs: the 'runtime' blob is missing",
+    ),
     "the repo missing": (
         _blobs(lambda blobs: blobs.pop(0)),
         "manifest.blobs: the 'repo' blob is missing",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from executor.component import Component
 from executor.configure import ConfiguredRoot
-from executor.deploy import DeployOutcome, deploy_roots
+from executor.deploy import deploy_roots
+from executor.outcome import DeployOutcome
 from executor.environment import Environment, Host
 from executor.model import EnvironmentRecord, HostRecord, RootRecord, VfsRules
 from executor.run import RunContext

@@ -1,0 +1,565 @@
+"""The bundle's runtime: the deployment's requirements and consign's own
+runtime, resolved together into one reproducible pex.
+
+The pex holds the ``executor`` and ``batou`` packages of the consign that
+builds the bundle, its runtime dependencies pinned to the versions the
+builder itself runs with, and the packages the repository's
+``requirements.txt`` asks for. The host applies the bundle with this pex,
+so the code that applies a bundle is always the code that built it.
+
+Builds are cached in the builder's cache directory by the digest of their
+inputs (requirements, pins, consign's sources, pex version, target); hosts
+with the same requirements and target share one build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+import batou
+import executor
+from executor.bundle import compress_file
+from executor.errors import ConsignError
+
+from .errors import BuildError, RuntimeBuildError
+
+REQUIREMENTS_FILE = "requirements.txt"
+# What the runtime imports: the component API and library, nothing of the
+# host executor's (signatures, compression, command line).
+RUNTIME_DISTRIBUTIONS = ("Jinja2", "MarkupSafe", "msgpack", "dnspython")
+# What the host executor imports: verification, state, the command line.
+EXECUTOR_DISTRIBUTIONS = ("typer", "rich", "msgpack", "zstandard", "cryptography", "packaging")
+PACKAGES = (executor, batou)
+PIP_VERSION = "26.2.1"
+# Options a requirements file may carry, passed on to pex.
+_PASSED_OPTIONS = {
+    "--index-url": "--index-url",
+    "-i": "--index-url",
+    "--extra-index-url": "--extra-index-url",
+    "--find-links": "--find-links",
+    "-f": "--find-links",
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Python a runtime is built for: a version, or a complete platform."""
+
+    python: str
+    # The complete platform file's content and where it came from.
+    platform_json: bytes | None = None
+    platform_file: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.platform_json is not None:
+            return "complete-platform:" + hashlib.sha256(self.platform_json).hexdigest()
+        return f"python:{self.python}"
+
+    def describe(self) -> str:
+        if self.platform_file:
+            return f"Python {self.python} ({self.platform_file})"
+        return f"Python {self.python}"
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """The user's requirement lines and index options, in file order."""
+
+    lines: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    # For messages: where each requirement line was written.
+    locations: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [Requirement(line).name for line in self.lines]
+
+
+def own_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def pins(names: Sequence[str] = RUNTIME_DISTRIBUTIONS) -> tuple[str, ...]:
+    """Distributions and everything they require, pinned to the versions
+    running here (requirements whose markers exclude this Python are left
+    for the resolver)."""
+    found: dict[str, str] = {}
+    queue = list(names)
+    while queue:
+        name = queue.pop()
+        key = canonicalize_name(name)
+        if key in found:
+            continue
+        distribution = importlib.metadata.distribution(name)
+        found[key] = f"{distribution.metadata['Name']}=={distribution.version}"
+        for text in distribution.requires or ():
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                queue.append(requirement.name)
+    return tuple(sorted(found.values(), key=str.lower))
+
+
+def read_requirements(tree: Path) -> tuple[Requirements, list[ConsignError]]:
+    """Parse requirements.txt (and files it includes with -r) below `tree`."""
+    lines: list[str] = []
+    options: list[str] = []
+    locations: dict[str, str] = {}
+    errors: list[ConsignError] = []
+    seen: set[Path] = set()
+
+    def read(relative: str) -> None:
+        path = (tree / relative).resolve()
+        if path in seen:
+            return
+        seen.add(path)
+        if not path.is_relative_to(tree.resolve()):
+            errors.append(BuildError(f"{relative} lies outside the repository"))
+            return
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if relative != REQUIREMENTS_FILE:
+                errors.append(BuildError(f"requirements file {relative} does not exist"))
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(BuildError(f"cannot read {relative}: {exc}"))
+            return
+        for number, raw in enumerate(text.splitlines(), 1):
+            where = f"{relative}:{number}"
+            line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+            if not line:
+                continue
+            if line.startswith("-"):
+                option, _, value = line.partition(" ")
+                if "=" in option and option.startswith("--"):
+                    option, _, value = option.partition("=")
+                value = value.strip()
+                if option in ("-r", "--requirement") and value:
+                    read(str(Path(relative).parent / value))
+                elif option in _PASSED_OPTIONS and value:
+                    options.extend([_PASSED_OPTIONS[option], value])
+                else:
+                    errors.append(
+                        BuildError(
+                            f"requirements option {option!r} is not supported",
+                            where=where,
+                            hint="use requirement lines, -r FILE, --index-url, "
+                            "--extra-index-url or --find-links",
+                        )
+                    )
+                continue
+            try:
+                Requirement(line)
+            except InvalidRequirement as exc:
+                errors.append(
+                    BuildError(
+                        f"invalid requirement {line!r}: {exc}",
+                        where=where,
+                        hint="write e.g. 'SQLAlchemy==2.1.9' (pin versions for reproducible runtimes)",
+                    )
+                )
+                continue
+            lines.append(line)
+            locations[line] = where
+
+    read(REQUIREMENTS_FILE)
+    return Requirements(tuple(lines), tuple(options), locations), errors
+
+
+def conflicts(requirements: Requirements) -> list[ConsignError]:
+    """User requirements that contradict consign's own pins, each with both sides."""
+    ours: dict[str, str] = {canonicalize_name(Requirement(pin).name): pin for pin in pins()}
+    ours["consign"] = f"consign=={executor.__version__}"
+    found: list[ConsignError] = []
+    for line in requirements.lines:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        if name not in ours:
+            continue
+        pinned = Requirement(ours[name])
+        version = next(iter(pinned.specifier)).version
+        if name == "consign" or not requirement.specifier.contains(version, prereleases=True):
+            found.append(
+                RuntimeBuildError(
+                    f"requirements.txt asks for {line!r}, but consign's runtime needs "
+                    f"{ours[name]!r}",
+                    where=requirements.locations.get(line),
+                    hint=f"allow {requirement.name} {version} (or drop the line: consign "
+                    "provides it), or run the builder with a consign that uses a version you allow",
+                )
+            )
+    return found
+
+
+def _package_files(package: object) -> list[tuple[str, Path]]:
+    root = Path(getattr(package, "__file__", "")).parent
+    name = root.name
+    files = []
+    for path in sorted(root.rglob("*")):
+        if "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo") or not path.is_file():
+            continue
+        files.append((f"{name}/{path.relative_to(root).as_posix()}", path))
+    return files
+
+
+def sources() -> list[tuple[str, Path]]:
+    """The files of the executor and batou packages this builder runs."""
+    return [entry for package in PACKAGES for entry in _package_files(package)]
+
+
+def pex_version() -> str:
+    return importlib.metadata.version("pex")
+
+
+def runtime_key(requirements: Requirements, target: Target) -> str:
+    """The cache key: a digest of everything that goes into the pex."""
+    digest = hashlib.sha256()
+    for name, path in sources():
+        digest.update(f"file {name}\n".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    document = {
+        "pex": pex_version(),
+        "pip": PIP_VERSION,
+        "pins": list(pins()),
+        "requirements": list(requirements.lines),
+        "options": list(requirements.options),
+        "target": target.key,
+    }
+    digest.update(json.dumps(document, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cache_directory(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    if os.environ.get("CONSIGN_CACHE_DIR"):
+        return Path(os.environ["CONSIGN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "consign")
+
+
+def _pex_environment(cache: Path) -> dict[str, str]:
+    # Nothing of the caller's pex configuration may change the bytes.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
+    # CONSIGN_PEX_ROOT shares pex's download cache between runtime caches.
+    environment["PEX_ROOT"] = os.environ.get("CONSIGN_PEX_ROOT") or str(cache / "pex-root")
+    environment["PEX_IGNORE_RCFILES"] = "1"
+    environment["PYTHONHASHSEED"] = "0"
+    return environment
+
+
+def _target_arguments(target: Target, scratch: Path) -> list[str]:
+    if target.platform_json is not None:
+        platform = scratch / "platform.json"
+        platform.write_bytes(target.platform_json)
+        return ["--complete-platform", str(platform)]
+    if target.python == own_python():
+        return ["--python", sys.executable]
+    return ["--python", f"python{target.python}"]
+
+
+def _explain(output: str, requirements: Requirements, target: Target) -> RuntimeBuildError:
+    """A pex failure as an error that names what to change."""
+    tail = "\n".join(output.strip().splitlines()[-12:])
+    if "Failed to find compatible interpreter" in output or "No interpreter" in output or (
+        "--python" in output and "not" in output and f"python{target.python}" in output
+    ):
+        return RuntimeBuildError(
+            f"there is no {target.describe()} here to build the runtime for",
+            hint=f"install python{target.python} on the builder, or put a complete platform "
+            "file made on the host ('executor inspect-platform > FILE') at "
+            "environments/ENV/platforms/HOST.json",
+        )
+    match = re.search(r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) ([^\s(]+)", output)
+    if match:
+        name = match.group(1)
+        return RuntimeBuildError(
+            f"no distribution of {name!r} for {target.describe()} can be found",
+            where=requirements.locations.get(name),
+            hint="check the requirement's name and version, and that the index is reachable:\n"
+            + tail,
+        )
+    if "conflict" in output.lower() or "ResolutionImpossible" in output:
+        return RuntimeBuildError(
+            "the requirements contradict each other or consign's runtime "
+            f"({', '.join(pins())})",
+            hint="loosen the pins named here:\n" + tail,
+        )
+    return RuntimeBuildError(f"building the runtime failed for {target.describe()}", hint=tail)
+
+
+def build_runtime(
+    requirements: Requirements,
+    target: Target,
+    cache: Path,
+    progress: Progress | None = None,
+) -> Path:
+    """The runtime pex for `requirements` and `target`, from the cache or built now."""
+    key = runtime_key(requirements, target)
+    cached = cache / "runtimes" / f"{key}.pex"
+    if cached.is_file():
+        return cached
+    say = progress or (lambda _message: None)
+    names = [Requirement(p).name for p in pins()] + requirements.names
+    say(f"Resolving the runtime for {target.describe()}: {', '.join(names)}")
+    for name in requirements.names:
+        say(f"Installing {name}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="consign-runtime-", dir=cached.parent) as scratch:
+        work = Path(scratch)
+        source_root = work / "src"
+        for name, path in sources():
+            destination = source_root / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+        output = work / "runtime.pex"
+        command = [
+            sys.executable,
+            "-m",
+            "pex",
+            "-D",
+            str(source_root),
+            *pins(),
+            *requirements.lines,
+            *requirements.options,
+            *_target_arguments(target, work),
+            "--pip-version",
+            PIP_VERSION,
+            "--python-shebang",
+            "/usr/bin/env python3",
+            "--include-tools",
+            "--no-compress",
+            "--no-emit-warnings",
+            "-o",
+            str(output),
+        ]
+        completed = subprocess.run(
+            command,
+            cwd=work,
+            env=_pex_environment(cache),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0 or not output.is_file():
+            raise _explain(completed.stdout + completed.stderr, requirements, target)
+        os.replace(output, cached)
+    say(f"Built the runtime for {target.describe()} ({cached.stat().st_size // 1024} KiB, "
+        f"{time.monotonic() - started:.1f} s)")
+    return cached
+
+
+def import_environment(runtime: Path, cache: Path) -> Path:
+    """site-packages of a venv made from `runtime`, for the builder's own
+    configure: components may import the repository's requirements."""
+    venv = cache / "venvs" / hashlib.sha256(str(runtime.name).encode()).hexdigest()[:32]
+    marker = venv / ".consign-complete"
+    if not marker.is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        environment = _pex_environment(cache)
+        environment["PEX_TOOLS"] = "1"
+        completed = subprocess.run(
+            [sys.executable, str(runtime), "venv", "--site-packages-copies", str(venv)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeBuildError(
+                f"cannot make an environment from the runtime {runtime}",
+                hint=(completed.stdout + completed.stderr).strip()[-2000:],
+            )
+        marker.write_text("")
+    found = sorted(venv.glob("lib/python*/site-packages"))
+    if not found:
+        raise RuntimeBuildError(f"the environment {venv} has no site-packages")
+    return found[0]
+
+
+def add_to_path(paths: Sequence[Path]) -> Callable[[], None]:
+    """Make `paths` importable after everything else; return how to undo it."""
+    added = [str(p) for p in paths if str(p) not in sys.path]
+    sys.path.extend(added)
+
+    def undo() -> None:
+        for path in added:
+            if path in sys.path:
+                sys.path.remove(path)
+
+    return undo
+
+
+# -- targets and blobs -------------------------------------------------------------
+
+
+PLATFORMS_DIR = "platforms"
+
+
+def host_target(tree: Path, environment: str, host: str, python: str | None) -> Target:
+    """The target of a host's runtime: its complete platform file when there
+    is one (environments/ENV/platforms/HOST.json, else .../platform.json),
+    else its python version (default: the builder's own)."""
+    base = Path("environments", environment)
+    for relative in (base / PLATFORMS_DIR / f"{host}.json", base / "platform.json"):
+        path = tree / relative
+        if path.is_file():
+            data = path.read_bytes()
+            return Target(_platform_python(data, relative.as_posix()), data, relative.as_posix())
+    return Target(python or own_python())
+
+
+def _platform_python(data: bytes, where: str) -> str:
+    try:
+        document = json.loads(data)
+        version = document["marker_environment"]["python_version"]
+        tags = document["compatible_tags"]
+    except (ValueError, KeyError, TypeError):
+        raise RuntimeBuildError(
+            f"{where} is not a complete platform file",
+            hint="make it on the host with 'executor inspect-platform > FILE'",
+        ) from None
+    if not isinstance(version, str) or not isinstance(tags, list) or not tags:
+        raise RuntimeBuildError(
+            f"{where} is not a complete platform file: it needs python_version and compatible_tags",
+            hint="make it on the host with 'executor inspect-platform > FILE'",
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class RuntimeBlob:
+    """A runtime ready to go into bundles: the pex, compressed, and its entry."""
+
+    target: Target
+    pex: Path
+    compressed: Path
+    size: int
+    sha256: str
+    raw_size: int
+    raw_sha256: str
+
+
+def runtime_blob(
+    requirements: Requirements, target: Target, cache: Path, progress: Progress | None = None
+) -> RuntimeBlob:
+    """The runtime for `target`, built and compressed once, then from the cache."""
+    pex = build_runtime(requirements, target, cache, progress)
+    compressed = pex.with_suffix(".pex.zst")
+    facts = pex.with_suffix(".json")
+    if not (compressed.is_file() and facts.is_file()):
+        raw = hashlib.sha256()
+        with open(pex, "rb") as f:
+            while chunk := f.read(1 << 20):
+                raw.update(chunk)
+        staged = compressed.with_name(f".{compressed.name}.{os.getpid()}")
+        size, sha256 = compress_file(str(pex), str(staged))
+        os.replace(staged, compressed)
+        document = {
+            "size": size,
+            "sha256": sha256,
+            "raw_size": pex.stat().st_size,
+            "raw_sha256": raw.hexdigest(),
+        }
+        staged_facts = facts.with_name(f".{facts.name}.{os.getpid()}")
+        staged_facts.write_text(json.dumps(document, sort_keys=True))
+        os.replace(staged_facts, facts)
+    document = json.loads(facts.read_text())
+    return RuntimeBlob(
+        target=target,
+        pex=pex,
+        compressed=compressed,
+        size=document["size"],
+        sha256=document["sha256"],
+        raw_size=document["raw_size"],
+        raw_sha256=document["raw_sha256"],
+    )
+
+
+def build_executor_pex(
+    out: Path, target: Target, cache: Path, progress: Progress | None = None
+) -> Path:
+    """The host executor as one reproducible pex that runs with a stock python3.
+
+    It holds the executor and batou packages of this consign and the
+    distributions the executor imports, pinned as they run here. It runs
+    in pex's venv mode: the first start installs it under PEX_ROOT, later
+    starts take a tenth of a second.
+    """
+    say = progress or (lambda _message: None)
+    say(f"Building the executor for {target.describe()}")
+    with tempfile.TemporaryDirectory(prefix="consign-executor-") as scratch:
+        work = Path(scratch)
+        source_root = work / "src"
+        for name, path in sources():
+            destination = source_root / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+        output = work / "executor.pex"
+        command = [
+            sys.executable,
+            "-m",
+            "pex",
+            "-D",
+            str(source_root),
+            *pins(EXECUTOR_DISTRIBUTIONS),
+            *_target_arguments(target, work),
+            "--pip-version",
+            PIP_VERSION,
+            "--python-shebang",
+            "/usr/bin/env python3",
+            "--entry-point",
+            "executor.cli:main",
+            "--venv",
+            "--no-emit-warnings",
+            "-o",
+            str(output),
+        ]
+        completed = subprocess.run(
+            command,
+            cwd=work,
+            env=_pex_environment(cache),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0 or not output.is_file():
+            raise _explain(completed.stdout + completed.stderr, Requirements(), target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = out.with_name(f".{out.name}.{os.getpid()}")
+        shutil.copyfile(output, staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, out)
+    return out
+
+
+def target_for(python: str | None, platform_file: Path | None) -> Target:
+    """A target from command-line options: a complete platform file, a
+    python version, or this builder's own Python."""
+    if platform_file is not None:
+        try:
+            data = platform_file.read_bytes()
+        except OSError as exc:
+            raise RuntimeBuildError(f"cannot read {platform_file}: {exc.strerror}") from None
+        return Target(_platform_python(data, str(platform_file)), data, str(platform_file))
+    return Target(python or own_python())

@@ -1,0 +1,86 @@
+"""The bundle's runtime: configure and deploy this host's roots.
+
+Runs in the runtime environment the executor made from the bundle's pex
+(``python -I -m executor.child``), reads a :class:`RunRequest` on stdin and
+writes a :class:`RunReport` to the file the request names. The executor
+enforces the overall time limit from outside and survives anything that
+happens in here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+from .configure import configure_for_host
+from .deploy import deploy_roots
+from .outcome import DeployOutcome, RootOutcome, RootStatus
+from .environment import Environment
+from .errors import ConsignError, RunTimeoutError
+from .model import decode_model
+from .protocol import RunReport, RunRequest
+from .run import DeadlineReached, RunContext, alarm, interruptible
+
+
+class InternalError(ConsignError):
+    code = "internal-error"
+
+
+def run(request: RunRequest) -> RunReport:
+    started = time.monotonic()
+    model = decode_model(request.model)
+    deadline = started + request.timeout if request.timeout else None
+    context = RunContext(
+        predicting=request.dry_run, deadline=deadline, command_timeout=model.environment.timeout
+    )
+    target = request.target_directory
+    target_directory = Environment(model.environment, target_directory=target).target_directory
+    skipped = [(s.name, s.reason) for s in model.skipped]
+    with alarm(request.timeout):
+        try:
+            with interruptible():
+                configured, error = configure_for_host(model, request.repository, target)
+        except DeadlineReached:
+            error = RunTimeoutError(
+                "the run exceeded its time limit while configuring", hint="raise --timeout"
+            )
+        if error is None:
+            outcome = deploy_roots(configured, context, skipped=skipped)
+        else:
+            not_run = [
+                RootOutcome(r.name, RootStatus.NOT_RUN, reason="configure failed")
+                for r in model.roots
+            ]
+            skips = [RootOutcome(n, RootStatus.SKIPPED, reason=why) for n, why in skipped]
+            outcome = DeployOutcome(tuple(not_run + skips), error)
+    return RunReport(
+        outcome.roots, tuple(context.log), tuple(context.diffs), outcome.error, target_directory
+    )
+
+
+def _write_report(path: str, text: str) -> None:
+    directory = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(prefix=".report-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.rename(temporary, path)
+
+
+def main() -> int:
+    request = RunRequest.from_json(sys.stdin.read())
+    try:
+        report = run(request)
+    except Exception as exc:  # noqa: BLE001 - reported as a bug, with its traceback
+        error = InternalError(f"the runtime failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        report = RunReport((), (), (), error, "")
+        traceback.print_exc()
+    _write_report(request.report, report.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

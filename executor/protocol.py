@@ -1,0 +1,171 @@
+"""The request and report between the host executor and the bundle's runtime.
+
+The executor (verifier, state keeper) and the runtime (the bundle's own
+consign and requirements) may be different consign versions, so what
+passes between them is small, explicit JSON with a protocol number:
+
+    executor  --stdin-->  {"protocol": 1, "model": <base64>, "repository": ...}
+    runtime   --file-->   {"protocol": 1, "roots": [...], "log": [...], ...}
+
+The report goes to a file, not stdout: deployment code may print anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .outcome import RootOutcome, RootStatus
+from .errors import ConsignError
+from .run import FileDiff, Level, LogEntry
+
+PROTOCOL = 1
+
+
+class ProtocolError(ValueError):
+    """A request or report that does not follow the protocol."""
+
+
+class ReportedError(ConsignError):
+    """An error the runtime reported; keeps its code and traceback text."""
+
+    def __init__(
+        self, code: str, message: str, where: str | None, hint: str | None, detail: str | None
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.code = code
+        self.detail = detail
+
+
+def error_to_json(error: ConsignError) -> dict[str, Any]:
+    data = error.to_json()
+    cause = error.__cause__
+    detail = getattr(error, "detail", None)
+    if detail is None and cause is not None:
+        detail = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    data["detail"] = detail
+    return data
+
+
+def error_from_json(data: dict[str, Any]) -> ReportedError:
+    return ReportedError(
+        str(data["code"]),
+        str(data["message"]),
+        data.get("where"),
+        data.get("hint"),
+        data.get("detail"),
+    )
+
+
+def _check(data: object, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"the {what} is not a JSON object")
+    if data.get("protocol") != PROTOCOL:
+        raise ProtocolError(
+            f"the {what} speaks protocol {data.get('protocol')!r}, this side {PROTOCOL}"
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    model: bytes
+    repository: str
+    target_directory: str | None
+    dry_run: bool
+    timeout: float | None
+    report: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "protocol": PROTOCOL,
+                "model": base64.b64encode(self.model).decode(),
+                "repository": self.repository,
+                "target_directory": self.target_directory,
+                "dry_run": self.dry_run,
+                "timeout": self.timeout,
+                "report": self.report,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRequest:
+        data = _check(json.loads(text), "request")
+        try:
+            return cls(
+                model=base64.b64decode(data["model"], validate=True),
+                repository=str(data["repository"]),
+                target_directory=data["target_directory"],
+                dry_run=bool(data["dry_run"]),
+                timeout=data["timeout"],
+                report=str(data["report"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(f"the request is incomplete: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    roots: tuple[RootOutcome, ...]
+    log: tuple[LogEntry, ...]
+    diffs: tuple[FileDiff, ...]
+    error: ConsignError | None
+    target_directory: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "protocol": PROTOCOL,
+                "roots": [
+                    {
+                        "name": r.name,
+                        "status": r.status.value,
+                        "changed": list(r.changed),
+                        "duration_s": r.duration_s,
+                        "reason": r.reason,
+                    }
+                    for r in self.roots
+                ],
+                "log": [
+                    {"component": e.component, "message": e.message, "level": e.level.value}
+                    for e in self.log
+                ],
+                "diffs": [
+                    {"component": d.component, "path": d.path, "diff": d.diff, "note": d.note}
+                    for d in self.diffs
+                ],
+                "error": None if self.error is None else error_to_json(self.error),
+                "target_directory": self.target_directory,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunReport:
+        data = _check(json.loads(text), "report")
+        try:
+            return cls(
+                roots=tuple(
+                    RootOutcome(
+                        r["name"],
+                        RootStatus(r["status"]),
+                        tuple(r["changed"]),
+                        float(r["duration_s"]),
+                        r["reason"],
+                    )
+                    for r in data["roots"]
+                ),
+                log=tuple(
+                    LogEntry(e["component"], e["message"], Level(e["level"])) for e in data["log"]
+                ),
+                diffs=tuple(
+                    FileDiff(d["component"], d["path"], d["diff"], d["note"]) for d in data["diffs"]
+                ),
+                error=None if data["error"] is None else error_from_json(data["error"]),
+                target_directory=str(data["target_directory"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProtocolError(f"the report is incomplete: {exc}") from None

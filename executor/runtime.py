@@ -1,0 +1,125 @@
+"""The bundle's runtime on the host: a venv made once per runtime digest.
+
+The runtime blob is a pex built with its tools; ``PEX_TOOLS=1 python
+runtime.pex venv`` turns it into a virtual environment whose ``python`` has
+the deployment's requirements and the consign runtime that built the
+bundle. It is made in a work directory and renamed into place, so a
+runtime directory either holds a complete environment or nothing; later
+applies of bundles with the same runtime reuse it. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .bundle import VerifiedBundle
+from .errors import RuntimeFailure
+from .manifest import Manifest
+from .state import check_private
+
+READY = ".consign-ready"
+
+
+def _version_of(python: str) -> str | None:
+    try:
+        completed = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def find_python(version: str | None) -> str:
+    """An interpreter of `version` (X.Y) on this host; this one when it fits."""
+    own = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if version is None or version == own:
+        return sys.executable
+    for name in (f"python{version}", "python3"):
+        path = shutil.which(name)
+        if path and _version_of(path) == version:
+            return path
+    raise RuntimeFailure(
+        f"this bundle's runtime needs Python {version}, and this host has none "
+        f"(the executor runs Python {own})",
+        hint=f"install python{version}, or build the bundle for this host's Python: "
+        f"[host:NAME] python = {own}, or a complete platform file from "
+        "'executor inspect-platform'",
+    )
+
+
+def runtime_directory(state_directory: str, given: str | None) -> Path:
+    # Absolute: the runtime runs from another working directory.
+    return (Path(given) if given else Path(state_directory, "runtimes")).resolve()
+
+
+def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
+    """The python of the bundle's runtime environment, made now if needed."""
+    manifest: Manifest = bundle.manifest
+    entry = manifest.blob("runtime")
+    assert entry is not None  # the manifest decoder requires it
+    final = directory / entry.sha256
+    python = final / "venv" / "bin" / "python"
+    if (final / READY).is_file() and python.exists():
+        return python
+    interpreter = find_python(manifest.target.python)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_private(str(directory))
+        status = os.statvfs(directory)
+        free = status.f_bavail * status.f_frsize
+        # The pex, then the environment made from it: about three times its size.
+        if free < 3 * entry.raw_size + (16 << 20):
+            raise RuntimeFailure(
+                f"not enough space in {directory}: {free} bytes free, making the runtime "
+                f"needs about {3 * entry.raw_size}",
+                hint="free space, or pass --runtime-dir on a file system with room",
+            )
+        work = Path(tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=directory))
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"cannot make the runtime in {directory}: {exc.strerror}",
+            hint="run as root, or pass --state-dir / --runtime-dir with a writable directory",
+        ) from None
+    try:
+        pex = work / "runtime.pex"
+        bundle.extract_to("runtime", str(pex))
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
+        environment.update(
+            PEX_TOOLS="1",
+            PEX_ROOT=str(work / "pex-root"),
+            PEX_IGNORE_RCFILES="1",
+            # Offline: everything the runtime needs is inside the pex.
+            PIP_NO_INDEX="1",
+        )
+        completed = subprocess.run(
+            [interpreter, str(pex), "venv", "--site-packages-copies", str(work / "venv")],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeFailure(
+                f"cannot make the runtime environment from {bundle.path}",
+                hint=(completed.stdout + completed.stderr).strip()[-2000:],
+            )
+        (work / READY).write_text("")
+        shutil.rmtree(work / "pex-root", ignore_errors=True)
+        pex.unlink()
+        if final.exists():
+            # An earlier, interrupted run left a half-made directory.
+            shutil.rmtree(final)
+        os.rename(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return python
