@@ -1,10 +1,14 @@
 """Applying a bundle on this host.
 
 Accept the bundle first (:mod:`executor.verify`: trust, signature,
-manifest, target, serial, blob hashes) and record it as accepted; then
-unpack the repository snapshot into the store, load the deployment's
-components from it, configure this host's roots from the frozen model,
-check that configure built the tree the builder built, and deploy.
+manifest, target, serial, blob hashes); unpack the repository snapshot
+into the store and make the bundle's runtime environment (both checked as
+they are unpacked); record the bundle as accepted; then hand the model and
+the repository to the runtime in a child process (:mod:`executor.child`),
+which configures this host's roots and deploys them, and read its report.
+
+The executor never decodes the model itself: the runtime that built it
+reads it, so a host executor of another consign version can still apply.
 """
 
 from __future__ import annotations
@@ -21,13 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import canonical
 from .bundle import VerifiedBundle
-from .canonical import CanonicalError
-from .decode import DecodeError
-from .environment import Environment
 from .errors import BundleError, ConsignError, RunTimeoutError, RuntimeFailure, StateError
 from .manifest import MAX_MODEL_BYTES
-from .model import HostModel, decode_model
 from .outcome import RootOutcome, RootStatus
 from .protocol import ProtocolError, RunReport, RunRequest
 from .run import FileDiff, Level, LogEntry
@@ -127,26 +128,6 @@ class ApplyResult:
         }
 
 
-def load_model(bundle: VerifiedBundle) -> HostModel:
-    try:
-        model = decode_model(bundle.read("model", MAX_MODEL_BYTES))
-    except (CanonicalError, DecodeError) as exc:
-        raise BundleError(
-            f"the bundle's model is invalid: {exc}",
-            where=bundle.path,
-            hint="the model is signed, so the builder wrote it this way: rebuild the bundle "
-            "with the same consign version as this executor",
-        ) from None
-    manifest = bundle.manifest
-    if (model.host.name, model.environment.name) != (manifest.host, manifest.environment):
-        raise BundleError(
-            f"the bundle's manifest names host {manifest.host!r} in {manifest.environment!r}, "
-            f"its model host {model.host.name!r} in {model.environment.name!r}",
-            hint="the bundle was assembled from different builds; build it again",
-        )
-    return model
-
-
 def _free_bytes(path: str) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
@@ -208,6 +189,24 @@ def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
     return final
 
 
+def _model_bytes(bundle: VerifiedBundle) -> bytes:
+    """The model's bytes, refused unless canonical msgpack within the limits.
+
+    Its fields are the runtime's to read (it may be another consign version);
+    hostile msgpack is refused here, before anything is unpacked or recorded.
+    """
+    data = bundle.read("model", MAX_MODEL_BYTES)
+    try:
+        canonical.unpack(data, max_bytes=MAX_MODEL_BYTES)
+    except canonical.CanonicalError as exc:
+        raise BundleError(
+            f"the bundle's model is invalid: {exc}",
+            where=bundle.path,
+            hint="the model is signed, so the builder wrote it this way: rebuild the bundle",
+        ) from None
+    return data
+
+
 def apply_bundle(options: ApplyOptions) -> ApplyResult:
     """Accept, unpack, configure and deploy one bundle; see the module doc.
 
@@ -222,7 +221,8 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
     started = time.monotonic()
     acceptance = accept_bundle(options.verify_options())
     bundle = acceptance.bundle
-    model = load_model(bundle)
+    manifest = bundle.manifest
+    model = _model_bytes(bundle)
     notes = [LogEntry("", note, Level.WARNING) for note in acceptance.notes]
     if acceptance.downgrade_from is not None:
         notes.append(
@@ -262,7 +262,9 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
     report = run_runtime(
         python,
         RunRequest(
-            model=bundle.read("model", MAX_MODEL_BYTES),
+            model=model,
+            host=manifest.host,
+            environment=manifest.environment,
             repository=str(repository),
             target_directory=target,
             dry_run=options.dry_run,
@@ -274,8 +276,8 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
         cleanup,
     )
     return ApplyResult(
-        host=model.host.name,
-        environment=model.environment.name,
+        host=manifest.host,
+        environment=manifest.environment,
         bundle_digest=bundle.digest,
         status=ApplyStatus.OK if report.error is None else ApplyStatus.FAILED,
         dry_run=options.dry_run,
@@ -284,8 +286,7 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
         log=tuple(notes) + report.log,
         diffs=report.diffs,
         error=report.error,
-        target_directory=report.target_directory
-        or Environment(model.environment, target_directory=target).target_directory,
+        target_directory=report.target_directory or target or "",
     )
 
 

@@ -20,7 +20,9 @@ from .deploy import deploy_roots
 from .outcome import DeployOutcome, RootOutcome, RootStatus
 from .environment import Environment
 from .errors import ConsignError, RunTimeoutError
-from .model import decode_model
+from .canonical import CanonicalError
+from .decode import DecodeError
+from .model import HostModel, decode_model
 from .protocol import RunReport, RunRequest
 from .run import DeadlineReached, RunContext, alarm, interruptible
 
@@ -29,9 +31,33 @@ class InternalError(ConsignError):
     code = "internal-error"
 
 
+class ModelError(ConsignError):
+    code = "bad-model"
+
+
+def _model(request: RunRequest) -> HostModel:
+    try:
+        model = decode_model(request.model)
+    except (CanonicalError, DecodeError) as exc:
+        raise ModelError(
+            f"the bundle's model is invalid: {exc}",
+            hint="the model is signed, so the builder wrote it this way: rebuild the bundle",
+        ) from None
+    if (model.host.name, model.environment.name) != (request.host, request.environment):
+        raise ModelError(
+            f"the bundle's manifest names host {request.host!r} in {request.environment!r}, "
+            f"its model host {model.host.name!r} in {model.environment.name!r}",
+            hint="the bundle was assembled from different builds; build it again",
+        )
+    return model
+
+
 def run(request: RunRequest) -> RunReport:
     started = time.monotonic()
-    model = decode_model(request.model)
+    try:
+        model = _model(request)
+    except ModelError as exc:
+        return RunReport((), (), (), exc, request.target_directory or "")
     deadline = started + request.timeout if request.timeout else None
     context = RunContext(
         predicting=request.dry_run, deadline=deadline, command_timeout=model.environment.timeout

@@ -73,6 +73,9 @@ def _check(data: object, what: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class RunRequest:
     model: bytes
+    # What the signed manifest says; the runtime checks the model agrees.
+    host: str
+    environment: str
     repository: str
     target_directory: str | None
     dry_run: bool
@@ -84,6 +87,8 @@ class RunRequest:
             {
                 "protocol": PROTOCOL,
                 "model": base64.b64encode(self.model).decode(),
+                "host": self.host,
+                "environment": self.environment,
                 "repository": self.repository,
                 "target_directory": self.target_directory,
                 "dry_run": self.dry_run,
@@ -98,6 +103,8 @@ class RunRequest:
         try:
             return cls(
                 model=base64.b64decode(data["model"], validate=True),
+                host=str(data["host"]),
+                environment=str(data["environment"]),
                 repository=str(data["repository"]),
                 target_directory=data["target_directory"],
                 dry_run=bool(data["dry_run"]),
