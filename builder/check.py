@@ -133,4 +133,8 @@ def check_reproducible(options: BuildOptions, result: BuildResult) -> str:
                 "reached the bundle",
             )
     count = len(result.hosts)
-    return f"{count} bundle{'s' if count != 1 else ''} equal a rebuild of {result.source.commit[:12]} in a fresh clone"
+    verb = "equals" if count == 1 else "equal"
+    return (
+        f"{count} bundle{'s' if count != 1 else ''} {verb} a rebuild of "
+        f"{result.source.commit[:12]} in a fresh clone"
+    )

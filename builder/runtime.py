@@ -125,19 +125,23 @@ def read_requirements(tree: Path) -> tuple[Requirements, list[ConsignError]]:
     errors: list[ConsignError] = []
     seen: set[Path] = set()
 
-    def read(relative: str) -> None:
+    def read(relative: str, included_at: str | None = None) -> None:
         path = (tree / relative).resolve()
         if path in seen:
             return
         seen.add(path)
         if not path.is_relative_to(tree.resolve()):
-            errors.append(BuildError(f"{relative} lies outside the repository"))
+            errors.append(
+                BuildError(f"{relative} lies outside the repository", where=included_at)
+            )
             return
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             if relative != REQUIREMENTS_FILE:
-                errors.append(BuildError(f"requirements file {relative} does not exist"))
+                errors.append(
+                    BuildError(f"requirements file {relative} does not exist", where=included_at)
+                )
             return
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(BuildError(f"cannot read {relative}: {exc}"))
@@ -153,9 +157,13 @@ def read_requirements(tree: Path) -> tuple[Requirements, list[ConsignError]]:
                     option, _, value = option.partition("=")
                 value = value.strip()
                 if option in ("-r", "--requirement") and value:
-                    read(str(Path(relative).parent / value))
+                    read(str(Path(relative).parent / value), where)
                 elif option in _PASSED_OPTIONS and value:
-                    options.extend([_PASSED_OPTIONS[option], value])
+                    flag = _PASSED_OPTIONS[option]
+                    if flag == "--find-links" and "://" not in value:
+                        # Like pip: a local path is relative to the file naming it.
+                        value = str((path.parent / value).resolve())
+                    options.extend([flag, value])
                 else:
                     errors.append(
                         BuildError(
@@ -279,8 +287,10 @@ def _target_arguments(target: Target, scratch: Path) -> list[str]:
 def _explain(output: str, requirements: Requirements, target: Target) -> RuntimeBuildError:
     """A pex failure as an error that names what to change."""
     tail = "\n".join(output.strip().splitlines()[-12:])
-    if "Failed to find compatible interpreter" in output or "No interpreter" in output or (
-        "--python" in output and "not" in output and f"python{target.python}" in output
+    if (
+        "Failed to find compatible interpreter" in output
+        or "Failed to find interpreter" in output
+        or "No interpreter" in output
     ):
         return RuntimeBuildError(
             f"there is no {target.describe()} here to build the runtime for",
@@ -370,27 +380,35 @@ def build_runtime(
 
 def import_environment(runtime: Path, cache: Path) -> Path:
     """site-packages of a venv made from `runtime`, for the builder's own
-    configure: components may import the repository's requirements."""
-    venv = cache / "venvs" / hashlib.sha256(str(runtime.name).encode()).hexdigest()[:32]
-    marker = venv / ".consign-complete"
-    if not marker.is_file():
-        shutil.rmtree(venv, ignore_errors=True)
+    configure: components may import the repository's requirements.
+
+    Made in a work directory and renamed into place, so builders sharing a
+    cache never see (or remove) each other's half-made environments.
+    """
+    venv = cache / "venvs" / runtime.stem
+    if not venv.is_dir():
         venv.parent.mkdir(parents=True, exist_ok=True)
-        environment = _pex_environment(cache)
-        environment["PEX_TOOLS"] = "1"
-        completed = subprocess.run(
-            [sys.executable, str(runtime), "venv", "--site-packages-copies", str(venv)],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeBuildError(
-                f"cannot make an environment from the runtime {runtime}",
-                hint=(completed.stdout + completed.stderr).strip()[-2000:],
+        with tempfile.TemporaryDirectory(prefix=".venv-", dir=venv.parent) as scratch:
+            work = Path(scratch, "venv")
+            environment = _pex_environment(cache)
+            environment["PEX_TOOLS"] = "1"
+            completed = subprocess.run(
+                [sys.executable, str(runtime), "venv", "--site-packages-copies", str(work)],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=False,
             )
-        marker.write_text("")
+            if completed.returncode != 0:
+                raise RuntimeBuildError(
+                    f"cannot make an environment from the runtime {runtime}",
+                    hint=(completed.stdout + completed.stderr).strip()[-2000:],
+                )
+            try:
+                os.rename(work, venv)
+            except OSError:
+                if not venv.is_dir():
+                    raise
     found = sorted(venv.glob("lib/python*/site-packages"))
     if not found:
         raise RuntimeBuildError(f"the environment {venv} has no site-packages")

@@ -274,6 +274,7 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
             report="",
         ),
         cleanup,
+        limit=options.timeout,
     )
     return ApplyResult(
         host=manifest.host,
@@ -296,41 +297,53 @@ KILL_GRACE = 10.0
 MAX_RUNTIME_OUTPUT = 64 << 10
 
 
-def run_runtime(python: Path, request: RunRequest, cleanup: contextlib.ExitStack) -> RunReport:
+def run_runtime(
+    python: Path,
+    request: RunRequest,
+    cleanup: contextlib.ExitStack,
+    limit: float | None = None,
+) -> RunReport:
     """Run the bundle's runtime in a child process and read its report.
 
     The child enforces the time limit itself (and reports where it stopped);
     if it does not finish shortly after, it is killed, with everything it
-    started. A crash of deployment code takes only the child down.
+    started. A crash of deployment code takes only the child down. Request,
+    report and output all go through files: a process that deployment code
+    leaves running can hold no pipe of ours open.
     """
     scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-run-")))
+    request_path = scratch / "request.json"
     report_path = scratch / "report.json"
+    output_path = scratch / "output"
     request = replace(request, report=str(report_path))
+    request_path.write_text(request.to_json(), encoding="utf-8")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
-    process = subprocess.Popen(
-        [str(python), "-I", "-m", "executor.child"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=environment,
-        cwd="/",
-        start_new_session=True,
-    )
+    with open(output_path, "wb") as output:
+        process = subprocess.Popen(
+            [str(python), "-I", "-u", "-m", "executor.child", str(request_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd="/",
+            start_new_session=True,
+        )
     wait = None if request.timeout is None else request.timeout + KILL_GRACE
     try:
-        output, _ = process.communicate(request.to_json().encode(), timeout=wait)
+        process.wait(timeout=wait)
     except subprocess.TimeoutExpired:
         _kill(process)
+        shown = limit if limit is not None else request.timeout or 0
         return _failed_report(
             RunTimeoutError(
-                f"the runtime did not stop within {request.timeout:.0f}s and was killed",
+                f"the runtime did not stop within its limit of {shown:g}s and was killed",
                 hint="raise --timeout, or find what hangs with --verbose",
             )
         )
     except BaseException:
         _kill(process)
         raise
-    text = output[-MAX_RUNTIME_OUTPUT:].decode("utf-8", errors="replace").strip()
+    text = _tail(output_path)
     if not report_path.is_file():
         how = (
             f"was killed by signal {-process.returncode}"
@@ -351,6 +364,14 @@ def run_runtime(python: Path, request: RunRequest, cleanup: contextlib.ExitStack
         # Deployment code printed something: keep it, it may matter.
         report = replace(report, log=(*report.log, LogEntry("runtime output", text, Level.INFO)))
     return report
+
+
+def _tail(path: Path) -> str:
+    """The last MAX_RUNTIME_OUTPUT bytes of what the runtime printed."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - MAX_RUNTIME_OUTPUT, 0))
+        return f.read().decode("utf-8", errors="replace").strip()
 
 
 def _failed_report(error: ConsignError) -> RunReport:

@@ -1,8 +1,9 @@
 """The bundle's runtime: configure and deploy this host's roots.
 
 Runs in the runtime environment the executor made from the bundle's pex
-(``python -I -m executor.child``), reads a :class:`RunRequest` on stdin and
-writes a :class:`RunReport` to the file the request names. The executor
+(``python -I -u -m executor.child REQUEST``), reads a :class:`RunRequest`
+from the file REQUEST and writes a :class:`RunReport` to the file the
+request names. The executor
 enforces the overall time limit from outside and survives anything that
 happens in here.
 """
@@ -96,7 +97,8 @@ def _write_report(path: str, text: str) -> None:
 
 
 def main() -> int:
-    request = RunRequest.from_json(sys.stdin.read())
+    with open(sys.argv[1], encoding="utf-8") as f:
+        request = RunRequest.from_json(f.read())
     try:
         report = run(request)
     except Exception as exc:  # noqa: BLE001 - reported as a bug, with its traceback

@@ -33,7 +33,11 @@ def print_error(error: ConsignError, *, verbose: bool = False) -> None:
     for part in parts:
         stderr.print(f"[bold red]error:[/] {escape(part.render())}")
         cause = part.__cause__
-        if verbose and cause is not None:
+        detail = getattr(part, "detail", None)
+        if verbose and detail:
+            # A traceback the runtime reported from its own process.
+            stderr.print(escape(str(detail).rstrip()), style="dim")
+        elif verbose and cause is not None:
             text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
             stderr.print(escape(text.rstrip()), style="dim")
     if parts != [error]:

@@ -4,10 +4,11 @@ The executor (verifier, state keeper) and the runtime (the bundle's own
 consign and requirements) may be different consign versions, so what
 passes between them is small, explicit JSON with a protocol number:
 
-    executor  --stdin-->  {"protocol": 1, "model": <base64>, "repository": ...}
-    runtime   --file-->   {"protocol": 1, "roots": [...], "log": [...], ...}
+    executor  --file-->  {"protocol": 1, "model": <base64>, "repository": ...}
+    runtime   --file-->  {"protocol": 1, "roots": [...], "log": [...], ...}
 
-The report goes to a file, not stdout: deployment code may print anything.
+Both go through files, not pipes: deployment code may print anything, and
+may leave processes behind that hold inherited descriptors.
 """
 
 from __future__ import annotations
@@ -30,18 +31,36 @@ class ProtocolError(ValueError):
 
 
 class ReportedError(ConsignError):
-    """An error the runtime reported; keeps its code and traceback text."""
+    """An error the runtime reported; keeps its code, traceback text, and the
+    errors it stands for (a failed configure reports them all)."""
 
     def __init__(
-        self, code: str, message: str, where: str | None, hint: str | None, detail: str | None
+        self,
+        code: str,
+        message: str,
+        where: str | None,
+        hint: str | None,
+        detail: str | None,
+        errors: list[ReportedError] | None = None,
     ) -> None:
         super().__init__(message, where=where, hint=hint)
         self.code = code
         self.detail = detail
+        self.errors = errors or []
+
+    def parts(self) -> list[ConsignError]:
+        return list(self.errors) or [self]
+
+    def render(self) -> str:
+        if not self.errors:
+            return super().render()
+        return "\n".join(error.render() for error in self.errors) + "\n" + self.message
 
 
 def error_to_json(error: ConsignError) -> dict[str, Any]:
     data = error.to_json()
+    if error.parts() != [error]:
+        data["errors"] = [error_to_json(part) for part in error.parts()]
     cause = error.__cause__
     detail = getattr(error, "detail", None)
     if detail is None and cause is not None:
@@ -57,6 +76,7 @@ def error_from_json(data: dict[str, Any]) -> ReportedError:
         data.get("where"),
         data.get("hint"),
         data.get("detail"),
+        [error_from_json(part) for part in data.get("errors") or []],
     )
 
 
@@ -100,6 +120,11 @@ class RunRequest:
     @classmethod
     def from_json(cls, text: str) -> RunRequest:
         data = _check(json.loads(text), "request")
+        timeout, target = data.get("timeout"), data.get("target_directory")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+            raise ProtocolError(f"the request's timeout is not a number: {timeout!r}")
+        if target is not None and not isinstance(target, str):
+            raise ProtocolError(f"the request's target_directory is not text: {target!r}")
         try:
             return cls(
                 model=base64.b64decode(data["model"], validate=True),

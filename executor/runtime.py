@@ -23,6 +23,7 @@ from .manifest import Manifest
 from .state import check_private
 
 READY = ".consign-ready"
+_WHY_PRIVATE = "whoever writes it decides the code that applies bundles"
 
 
 def _version_of(python: str) -> str | None:
@@ -69,12 +70,19 @@ def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
     assert entry is not None  # the manifest decoder requires it
     final = directory / entry.sha256
     python = final / "venv" / "bin" / "python"
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"cannot make the runtime directory {directory}: {exc.strerror}",
+            hint="run as root, or pass --state-dir / --runtime-dir with a writable directory",
+        ) from None
+    # Checked on every use: whoever can write here decides what code runs.
+    check_private(str(directory), "runtime directory", _WHY_PRIVATE)
     if (final / READY).is_file() and python.exists():
         return python
     interpreter = find_python(manifest.target.python)
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        check_private(str(directory))
         status = os.statvfs(directory)
         free = status.f_bavail * status.f_frsize
         # The pex, then the environment made from it: about three times its size.
@@ -116,10 +124,18 @@ def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
         (work / READY).write_text("")
         shutil.rmtree(work / "pex-root", ignore_errors=True)
         pex.unlink()
-        if final.exists():
-            # An earlier, interrupted run left a half-made directory.
-            shutil.rmtree(final)
-        os.rename(work, final)
+        try:
+            os.rename(work, final)
+        except OSError:
+            if (final / READY).is_file() and python.exists():
+                # Another apply finished the same runtime meanwhile.
+                return python
+            # A damaged runtime (its python gone, its marker lost): move it
+            # aside, put ours in its place, then remove it.
+            trash = Path(tempfile.mkdtemp(prefix=".damaged-", dir=directory))
+            os.rename(final, trash / "runtime")
+            os.rename(work, final)
+            shutil.rmtree(trash, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return python

@@ -170,27 +170,30 @@ def prepare_directory(state_directory: str) -> None:
     check_private(state_directory)
 
 
-def check_private(state_directory: str) -> None:
-    """Only the executor's user may write the state directory."""
+def check_private(
+    directory: str,
+    what: str = "state directory",
+    why: str = "whoever writes it can undo rollback protection",
+) -> None:
+    """Only the executor's user may write `directory`."""
     try:
-        status = os.stat(state_directory)
+        status = os.stat(directory)
     except OSError as exc:
         raise StateError(
-            f"cannot use the state directory {state_directory}: {exc.strerror}",
+            f"cannot use the {what} {directory}: {exc.strerror}",
             hint="run as root, or pass --state-dir (CONSIGN_STATE_DIR) with a writable directory",
         ) from None
     mode = stat.S_IMODE(status.st_mode)
     if mode & 0o022:
         raise StateError(
-            f"the state directory {state_directory} is writable by others (mode {mode:o})",
-            hint=f"chmod 700 {state_directory}: whoever writes it can undo rollback protection",
+            f"the {what} {directory} is writable by others (mode {mode:o})",
+            hint=f"chmod 700 {directory}: {why}",
         )
     if status.st_uid != os.geteuid():
         raise StateError(
-            f"the state directory {state_directory} belongs to uid {status.st_uid}, "
+            f"the {what} {directory} belongs to uid {status.st_uid}, "
             f"not to the executor's uid {os.geteuid()}",
-            hint=f"chown {os.geteuid()} {state_directory}, or pass --state-dir with the "
-            "executor's own directory",
+            hint=f"chown {os.geteuid()} {directory}, or use a directory of the executor's own",
         )
 
 

@@ -53,6 +53,20 @@ def test_check_rebuilds_in_a_fresh_clone_and_finds_the_same_bytes(repo: Path) ->
     assert result.source.commit is not None and result.source.commit[:12] in report
 
 
+def test_check_of_one_bundle_says_it_equals_the_rebuild(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo", components={"app": APP}, environments={"prod": "[hosts]\nweb1 = app\n"}
+    )
+    git_commit(repo)
+    options = build_options("prod", repo, dirty=False)
+    result = build(options)
+
+    report = check_reproducible(options, result)
+
+    assert result.source.commit is not None
+    assert report == f"1 bundle equals a rebuild of {result.source.commit[:12]} in a fresh clone"
+
+
 def test_check_names_what_differs_when_the_build_is_not_reproducible(tmp_path: Path) -> None:
     repo = deployment(
         tmp_path / "repo",
