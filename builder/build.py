@@ -388,7 +388,7 @@ def _configure_all(
     cache = cache_directory(options.cache)
     selected = [h for h in config.hosts if _Build.select_host(options, h) is None]
     runtimes = _runtimes(options, tree, config, selected, requirements, cache)
-    undo = _importable_requirements(requirements, cache, options)
+    undo = _importable_requirements(requirements, cache, options, runtimes)
     try:
         registry, load_errors = load_components(tree)
         run = _Build(options, config, registry)
@@ -431,13 +431,20 @@ def _runtimes(
 
 
 def _importable_requirements(
-    requirements: Requirements, cache: Path, options: BuildOptions
+    requirements: Requirements,
+    cache: Path,
+    options: BuildOptions,
+    runtimes: dict[str, RuntimeBlob],
 ) -> Callable[[], None]:
     """Let the builder's configure import the repository's requirements, from
-    a runtime built for the builder's own Python; return how to undo it."""
+    a hosts' runtime that fits the builder's own Python (else one built for
+    it); return how to undo it."""
     if not requirements.lines:
         return lambda: None
-    own = runtime_blob(requirements, Target(own_python()), cache, options.progress)
+    fitting = [r for r in runtimes.values() if r.target.fits_here()]
+    own = fitting[0] if fitting else runtime_blob(
+        requirements, Target(own_python()), cache, options.progress
+    )
     return add_to_path([import_environment(own.pex, cache)])
 
 

@@ -73,6 +73,20 @@ class Target:
             return "complete-platform:" + hashlib.sha256(self.platform_json).hexdigest()
         return f"python:{self.python}"
 
+    def fits_here(self) -> bool:
+        """Whether this builder's own interpreter can import a runtime built
+        for this target (same Python, same machine and operating system)."""
+        if self.python != own_python():
+            return False
+        if self.platform_json is None:
+            return True
+        from packaging.markers import default_environment
+
+        theirs = json.loads(self.platform_json).get("marker_environment", {})
+        ours: dict[str, str] = dict(default_environment())
+        keys = ("implementation_name", "platform_machine", "sys_platform", "python_version")
+        return all(theirs.get(key) == ours.get(key) for key in keys)
+
     def describe(self) -> str:
         if self.platform_file:
             return f"Python {self.python} ({self.platform_file})"
@@ -393,7 +407,14 @@ def import_environment(runtime: Path, cache: Path) -> Path:
             environment = _pex_environment(cache)
             environment["PEX_TOOLS"] = "1"
             completed = subprocess.run(
-                [sys.executable, str(runtime), "venv", "--site-packages-copies", str(work)],
+                [
+                    sys.executable,
+                    str(runtime),
+                    "venv",
+                    "--site-packages-copies",
+                    "--compile",
+                    str(work),
+                ],
                 env=environment,
                 capture_output=True,
                 text=True,

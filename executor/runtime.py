@@ -110,7 +110,16 @@ def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
             PIP_NO_INDEX="1",
         )
         completed = subprocess.run(
-            [interpreter, str(pex), "venv", "--site-packages-copies", str(work / "venv")],
+            # --compile: bytecode now, once, instead of on every apply (and
+            # hosts often cannot write it next to root-owned sources later).
+            [
+                interpreter,
+                str(pex),
+                "venv",
+                "--site-packages-copies",
+                "--compile",
+                str(work / "venv"),
+            ],
             env=environment,
             capture_output=True,
             text=True,
