@@ -29,6 +29,7 @@ import os
 import random
 import subprocess
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,8 +213,15 @@ def _git(root: Path, *args: str) -> str:
     return completed.stdout
 
 
-def make_repository(root: Path, spec: ScenarioSpec) -> Scenario:
-    """Write and commit the repository of `spec` in the new directory `root`."""
+def make_repository(
+    root: Path, spec: ScenarioSpec, extra_files: Mapping[str, str] | None = None
+) -> Scenario:
+    """Write and commit the repository of `spec` in the new directory `root`.
+
+    `extra_files` (path -> text) are written and committed with it; they may
+    replace the generated control files (``environments/prod/environment.cfg``,
+    ``components/site/component.py``), e.g. to add components or requirements.
+    """
     root.mkdir(parents=True)
     rng = random.Random(spec.seed)
     layout = _layout(rng, spec)
@@ -230,6 +238,7 @@ def make_repository(root: Path, spec: ScenarioSpec) -> Scenario:
         f"components/{SITE}/component.py": _component(layout),
         f"environments/{ENVIRONMENT}/environment.cfg": _environment(hosts),
         ".gitignore": "/bundles/\n",
+        **(extra_files or {}),
     }
     for name, text in control.items():
         path = root / name

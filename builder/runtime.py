@@ -83,7 +83,7 @@ class Target:
         from packaging.markers import default_environment
 
         theirs = json.loads(self.platform_json).get("marker_environment", {})
-        ours: dict[str, str] = dict(default_environment())
+        ours = {key: str(value) for key, value in default_environment().items()}
         keys = ("implementation_name", "platform_machine", "sys_platform", "python_version")
         return all(theirs.get(key) == ours.get(key) for key in keys)
 
