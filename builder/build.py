@@ -23,15 +23,27 @@ from typing import BinaryIO, cast
 from executor import __version__
 from executor import bundle as _bundle
 from executor.component import accepts_attribute, attribute_names
-from executor.configure import configure_host, tree_of
+from executor.component import Component
+from executor.configure import configure_root, runtime_objects, tree_of
+from executor.dns import Recorder, overrides_table, recording, resolving
 from executor.errors import ConsignError, OverrideError, suggest
 from executor.fs import HashingWriter, fsync_directory, stage_file
 from executor.loader import Registry, load_components
 from executor.manifest import BlobEntry, Compression, Manifest, Source, encode_manifest
 from executor.manifest import Target as ManifestTarget
-from executor.model import HostModel, HostRecord, RootRecord, SkippedRoot, encode_model
+from executor.model import (
+    DnsRecord,
+    HostModel,
+    HostRecord,
+    RequirementRecord,
+    RootRecord,
+    SkippedRoot,
+    encode_model,
+)
+from executor.utils import family_defaults
 from executor.snapshot import SnapshotFile, extract_tar, write_tar
 
+from .discovery import LiveResources, RootId, configure_all
 from .environment import EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
 from .repository import Repository, Status, source_date_epoch
@@ -102,6 +114,8 @@ class BuildResult:
     key_paths: tuple[Path, ...]
     removed: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()
+    # Hosts in the order they must apply (cross-host requirements).
+    waves: tuple[tuple[str, ...], ...] = ()
 
 
 def fqdn(name: str, host_domain: str | None) -> str:
@@ -229,16 +243,75 @@ class _Build:
         )
 
     def configure(
-        self, model: HostModel, base_dir: Path, locations: dict[str, dict[str, str]]
-    ) -> HostModel:
-        """Configure the host's roots; record each root's tree in the model."""
-        configured, errors = configure_host(
-            model, self.registry, base_dir=str(base_dir), override_locations=locations
-        )
-        self.errors.extend(error.for_host(model.host.name) for error in errors)
-        trees = {c.record.name: tree_of(c.component) for c in configured}
-        roots = tuple(replace(r, tree=trees.get(r.name, ())) for r in model.roots)
-        return replace(model, roots=roots)
+        self, models: list[HostModel], base_dir: Path, locations: dict[str, dict[str, str]]
+    ) -> tuple[list[HostModel], list[list[str]]]:
+        """Configure every host's roots against one registry until they settle;
+        record trees, requirements, order and DNS answers in the models.
+        Returns the models and the waves hosts must apply in."""
+        by_host = {model.host.name: model for model in models}
+        roots = [(model.host.name, record.name) for model in models for record in model.roots]
+        records = {
+            (model.host.name, record.name): record for model in models for record in model.roots
+        }
+        resources = LiveResources(roots)
+        recorders = {name: Recorder() for name in by_host}
+        objects = {}
+        for name, model in by_host.items():
+            host, environment = runtime_objects(model, base_dir=str(base_dir))
+            environment.resources = resources
+            objects[name] = (host, environment)
+
+        def configure(root: RootId) -> Component:
+            host, environment = objects[root[0]]
+            model = by_host[root[0]]
+            with recording(recorders[root[0]]), family_defaults(
+                model.environment.require_v4, model.environment.require_v6
+            ):
+                return configure_root(
+                    records[root], self.registry, host, environment, locations.get(root[1])
+                )
+
+        def breadcrumb(root: RootId) -> str:
+            cls = self.registry.classes.get(root[1])
+            return f"{cls.__name__ if cls else root[1]} on {root[0]}"
+
+        table = overrides_table(self.config.resolver)
+        with resolving(table):
+            outcome = configure_all(roots, configure, resources, breadcrumb)
+        for root, error in outcome.errors:
+            self.errors.append(error.for_host(root[0]) if root else error)
+        updated = []
+        for model in models:
+            name = model.host.name
+            ordered = [r for r in outcome.order if r[0] == name]
+            new_roots = []
+            for root in ordered:
+                record = records[root]
+                component = outcome.components.get(root)
+                new_roots.append(
+                    replace(
+                        record,
+                        tree=tree_of(component) if component is not None else (),
+                        requires=tuple(
+                            RequirementRecord(r.key, r.provider_host, tuple(r.values))
+                            for r in resources.requirements.get(root, [])
+                        ),
+                        provides=tuple(sorted(resources.published.get(root, {}))),
+                        after=tuple(f"{h}/{n}" for h, n in outcome.after.get(root, [])),
+                    )
+                )
+            answers = recorders[name].answers
+            updated.append(
+                replace(
+                    model,
+                    roots=tuple(new_roots),
+                    resolver=tuple(sorted(self.config.resolver)),
+                    dns=tuple(
+                        DnsRecord(n, answers[n].v4, answers[n].v6) for n in sorted(answers)
+                    ),
+                )
+            )
+        return updated, outcome.waves
 
     def select(self, host: HostConfig) -> str | None:
         return self.select_host(self.options, host)
@@ -347,7 +420,7 @@ def build(options: BuildOptions) -> BuildResult:
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
         extract_tar(tar, str(tree))
-        models, skipped_hosts, config, runtimes = _configure_all(options, tree)
+        models, skipped_hosts, config, runtimes, waves = _configure_all(options, tree)
         snapshot = {f.name for f in files}
         key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
         inputs = _Inputs(
@@ -360,9 +433,10 @@ def build(options: BuildOptions) -> BuildResult:
         compressed = os.path.join(scratch, "repo.tar.zst")
         size, sha256 = _bundle.compress_file(tar, compressed)
         repo = BlobEntry("repo", Compression.ZSTD, size, sha256, raw_size, raw_sha256)
-        return _write(
+        result = _write(
             options, inputs, models, skipped_hosts, config.notes, (repo, compressed), runtimes, out
         )
+        return replace(result, waves=tuple(tuple(wave) for wave in waves))
 
 
 def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[int, str]:
@@ -374,7 +448,9 @@ def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[i
 
 def _configure_all(
     options: BuildOptions, tree: Path
-) -> tuple[list[HostModel], list[SkippedHost], EnvironmentConfig, dict[str, RuntimeBlob]]:
+) -> tuple[
+    list[HostModel], list[SkippedHost], EnvironmentConfig, dict[str, RuntimeBlob], list[list[str]]
+]:
     config, environment_errors = load_environment(tree, options.environment, platform=options.platform)
     if config is None:
         if len(environment_errors) == 1:
@@ -396,19 +472,24 @@ def _configure_all(
         run.errors.extend(load_errors)
         run.check_names()
         overrides, locations = run.overrides()
-        models: list[HostModel] = []
+        # Every host takes part in service discovery; only the selected
+        # ones get bundles.
+        participants: list[HostModel] = []
         skipped_hosts: list[SkippedHost] = []
         for host in config.hosts:
             reason = run.select(host)
             if reason is not None:
                 skipped_hosts.append(SkippedHost(host.name, reason))
-                continue
-            models.append(run.configure(run.host_model(host, overrides), tree, locations))
+            if not host.ignored:
+                participants.append(run.host_model(host, overrides))
+        configured, waves = run.configure(participants, tree, locations)
     finally:
         undo()
     if run.errors:
         raise BuildFailed(run.errors, notes=config.notes)
-    return models, skipped_hosts, config, runtimes
+    built = {h.name for h in config.hosts if run.select(h) is None}
+    models = [m for m in configured if m.host.name in built]
+    return models, skipped_hosts, config, runtimes, waves
 
 
 def _runtimes(

@@ -18,6 +18,7 @@ import traceback
 
 from .configure import configure_for_host
 from .deploy import deploy_roots
+from .dns import Answer, overrides_table, resolving
 from .outcome import DeployOutcome, RootOutcome, RootStatus
 from .environment import Environment
 from .errors import ConsignError, RunTimeoutError
@@ -66,7 +67,11 @@ def run(request: RunRequest) -> RunReport:
     target = request.target_directory
     target_directory = Environment(model.environment, target_directory=target).target_directory
     skipped = [(s.name, s.reason) for s in model.skipped]
-    with alarm(request.timeout):
+    # The build's answers first, then the host's own resolver for the rest.
+    table = {
+        record.name: Answer(record.v4, record.v6) for record in model.dns
+    } | overrides_table(model.resolver)
+    with resolving(table), alarm(request.timeout):
         try:
             with interruptible():
                 configured, error = configure_for_host(model, request.repository, target)

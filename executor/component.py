@@ -858,6 +858,72 @@ class Component:
             )
         return stdout, stderr
 
+    # -- service discovery ------------------------------------------------
+
+    def _root_name(self) -> str:
+        return self.root._consign.root_name or type(self.root).__name__.lower()
+
+    def provide(self, key: str, value: Any) -> None:
+        """Publish `value` under `key` for components on any host to require.
+
+        Example::
+
+            class Database(Component):
+                def configure(self):
+                    self.address = Address(self.host.fqdn, 5432)
+                    self.provide("database", self)
+
+        A provided component reaches other hosts as a read-only snapshot of
+        its public data attributes.
+        """
+        self.environment.resources.provide(self.host.name, self._root_name(), key, value)
+
+    def require(
+        self,
+        key: str,
+        host: Any = None,
+        strict: bool = True,
+        reverse: bool = False,
+        dirty: bool = False,
+    ) -> list[Any]:
+        """All values provided under `key` (only those of `host`, if given).
+
+        The providers deploy first (``reverse=True``: after; ``dirty=True``:
+        no order). With ``strict`` (the default) a key nobody provides is an
+        error; otherwise the list is empty.
+
+        Example::
+
+            class App(Component):
+                def configure(self):
+                    self.database = self.require_one("database")
+                    self += File("db.conf", content="{{component.database.address}}\n")
+        """
+        provider_host = host if host is None or isinstance(host, str) else host.name
+        return self.environment.resources.require(
+            self.host.name, self._root_name(), key, provider_host, strict, reverse, dirty
+        )
+
+    def require_one(
+        self,
+        key: str,
+        host: Any = None,
+        strict: bool = True,
+        reverse: bool = False,
+        dirty: bool = False,
+    ) -> Any:
+        """The one value provided under `key`; none or several are an error
+        (with ``strict=False``, none gives None)."""
+        values = self.require(key, host, strict, reverse, dirty)
+        if len(values) == 1:
+            return values[0]
+        if not values and not strict:
+            return None
+        raise ConfigurationError(
+            f"require_one({key!r}) found {len(values)} values, expected exactly one",
+            hint="make one component provide it, or use require() to take them all",
+        )
+
     # -- assertions for verify ---------------------------------------------
 
     def assert_cmd(self, *args: Any, **kw: Any) -> None:

@@ -17,6 +17,7 @@ from .environment import Environment, Host
 from .errors import ConfigurationError, ConsignError, ErrorList, count
 from .loader import Registry, load_components
 from .model import HostModel, RootRecord
+from .resources import FrozenResources
 from .utils import family_defaults
 
 
@@ -43,23 +44,28 @@ def configure_host(
     *,
     target_directory: str | None = None,
     base_dir: str | None = None,
-    override_locations: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[ConfiguredRoot], list[ConsignError]]:
-    """Configure every root of `model`; collect the errors of all roots.
+    """Configure every root of `model` on its host; collect the errors of all roots.
 
-    `override_locations` maps root name and attribute to where the override
-    was written, for errors (the builder knows; a host does not).
+    require() answers with what the build recorded (the executor configures
+    only its own roots, so it cannot ask the providers).
     """
     host, environment = runtime_objects(
         model, target_directory=target_directory, base_dir=base_dir
+    )
+    environment.resources = FrozenResources(
+        {
+            (record.name, requirement.key, requirement.host): requirement.values
+            for record in model.roots
+            for requirement in record.requires
+        }
     )
     configured: list[ConfiguredRoot] = []
     errors: list[ConsignError] = []
     with family_defaults(model.environment.require_v4, model.environment.require_v6):
         for record in model.roots:
             try:
-                locations = (override_locations or {}).get(record.name)
-                component = configure_root(record, registry, host, environment, locations)
+                component = configure_root(record, registry, host, environment)
             except ConsignError as exc:
                 errors.append(exc)
                 continue

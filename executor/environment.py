@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from .model import EnvironmentRecord, FamilyRequirement, HostRecord, VfsMode, VfsRules
+from .resources import NoResources, Resources
 
 
 class Host:
@@ -58,6 +59,8 @@ class Environment:
         target = target_directory if target_directory is not None else record.target_directory
         self.target_directory = posixpath.normpath(os.path.expanduser(target))
         self.workdir_base = posixpath.join(self.target_directory, "work")
+        # provide / require: the builder's registry, or the model's record.
+        self.resources: Resources = NoResources()
 
     def map(self, path: str) -> str:
         """Rewrite an absolute path: relocate it with the target, then by VFS.

@@ -61,6 +61,15 @@ class HostRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RequirementRecord:
+    """What one require() of a root got in the build, frozen (see executor.frozen)."""
+
+    key: str
+    host: str | None
+    values: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RootRecord:
     """One root component of the host, as the builder configured it."""
 
@@ -70,6 +79,20 @@ class RootRecord:
     # Breadcrumbs of the configured tree, depth first, to notice when
     # configure on the host builds something else than the builder did.
     tree: tuple[str, ...] = ()
+    requires: tuple[RequirementRecord, ...] = ()
+    # Keys this root provides, and the roots ("host/root") that deploy
+    # before it because it requires what they provide: for inspection.
+    provides: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """A name's addresses per family; None: the build never asked."""
+
+    name: str
+    v4: tuple[str, ...] | None = None
+    v6: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +107,9 @@ class HostModel:
     host: HostRecord
     roots: tuple[RootRecord, ...] = ()
     skipped: tuple[SkippedRoot, ...] = ()
+    # The environment's [resolver] overrides, and the answers configure got.
+    resolver: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    dns: tuple[DnsRecord, ...] = ()
 
 
 def _pairs(pairs: tuple[tuple[str, str], ...], what: str) -> dict[str, str]:
@@ -134,10 +160,24 @@ def model_to_data(model: HostModel) -> dict[str, Any]:
                 "features": list(root.features),
                 "overrides": _pairs(root.overrides, f"root {root.name!r} overrides"),
                 "tree": list(root.tree),
+                "requires": [
+                    {"key": r.key, "host": r.host, "values": list(r.values)}
+                    for r in root.requires
+                ],
+                "provides": list(root.provides),
+                "after": list(root.after),
             }
             for root in model.roots
         ],
         "skipped": [{"name": s.name, "reason": s.reason} for s in model.skipped],
+        "resolver": {name: list(addresses) for name, addresses in model.resolver},
+        "dns": {
+            d.name: {
+                "v4": None if d.v4 is None else list(d.v4),
+                "v6": None if d.v6 is None else list(d.v6),
+            }
+            for d in model.dns
+        },
     }
 
 
@@ -156,9 +196,54 @@ def _root(value: object, path: str) -> RootRecord:
         features=f.array("features", str_item),
         overrides=f.string_map("overrides"),
         tree=f.array("tree", str_item),
+        requires=f.array("requires", _requirement),
+        provides=f.array("provides", str_item),
+        after=f.array("after", str_item),
     )
     f.done()
     return root
+
+
+def _requirement(value: object, path: str) -> RequirementRecord:
+    f = Fields(value, path)
+    values = f.raw("values")
+    if not isinstance(values, list):
+        raise DecodeError(f.path("values"), f"expected an array, got {shown(values)}")
+    requirement = RequirementRecord(
+        key=f.string("key"), host=f.optional_string("host"), values=tuple(values)
+    )
+    f.done()
+    return requirement
+
+
+def _addresses(value: object, path: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise DecodeError(path, f"expected an array or nil, got {shown(value)}")
+    return tuple(str_item(item, f"{path}[{i}]") for i, item in enumerate(value))
+
+
+def _resolver(value: object, path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict):
+        raise DecodeError(path, f"expected a map, got {shown(value)}")
+    return tuple(
+        (name, _addresses(addresses, f"{path}[{name!r}]") or ())
+        for name, addresses in sorted(value.items())
+    )
+
+
+def _dns(value: object, path: str) -> tuple[DnsRecord, ...]:
+    if not isinstance(value, dict):
+        raise DecodeError(path, f"expected a map, got {shown(value)}")
+    records = []
+    for name, families in sorted(value.items()):
+        f = Fields(families, f"{path}[{name!r}]")
+        records.append(
+            DnsRecord(name, _addresses(f.raw("v4"), f.path("v4")), _addresses(f.raw("v6"), f.path("v6")))
+        )
+        f.done()
+    return tuple(records)
 
 
 def _skipped(value: object, path: str) -> SkippedRoot:
@@ -211,6 +296,8 @@ def model_from_data(data: object, path: str = "model") -> HostModel:
         host=host,
         roots=top.array("roots", _root),
         skipped=top.array("skipped", _skipped),
+        resolver=_resolver(top.raw("resolver"), top.path("resolver")),
+        dns=_dns(top.raw("dns"), top.path("dns")),
     )
     top.done()
     return model

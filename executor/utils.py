@@ -133,6 +133,25 @@ class Address:
         self._listen = self._lookup(host, port, socket.AF_INET, self.require_v4, "IPv4")
         self._listen_v6 = self._lookup(host, port, socket.AF_INET6, self.require_v6, "IPv6")
 
+    @classmethod
+    def frozen(
+        cls,
+        host: str,
+        port: str,
+        listen: str | None,
+        listen_v6: str | None,
+        require_v4: FamilyRequirement,
+        require_v6: FamilyRequirement,
+    ) -> Address:
+        """An Address as another host's build resolved it (no lookup here)."""
+        address = cls.__new__(cls)
+        address.require_v4 = require_v4
+        address.require_v6 = require_v6
+        address.connect = NetLoc(host, port)
+        address._listen = None if listen is None else NetLoc(listen, port)
+        address._listen_v6 = None if listen_v6 is None else NetLoc(listen_v6, port)
+        return address
+
     @staticmethod
     def _split(text: str, port: int | str | None) -> tuple[str, str]:
         host = text

@@ -4,6 +4,7 @@ Every test bundle carries a runtime (a pex) built by the builder, and every
 apply makes a runtime environment from it. Both are cached by content, so
 the session shares one cache for each instead of building per test.
 Set CONSIGN_CACHE_DIR / CONSIGN_RUNTIME_DIR to choose where they live.
+Name resolution stays offline (CONSIGN_DNS=offline).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 _base = Path(tempfile.gettempdir(), f"consign-test-cache-{os.getuid()}")
 os.environ.setdefault("CONSIGN_CACHE_DIR", str(_base / "builder"))
 os.environ.setdefault("CONSIGN_RUNTIME_DIR", str(_base / "runtimes"))
+# Tests never ask a name server: overrides, pinned answers and /etc/hosts only.
+os.environ.setdefault("CONSIGN_DNS", "offline")
 for _directory in (os.environ["CONSIGN_CACHE_DIR"], os.environ["CONSIGN_RUNTIME_DIR"]):
     os.makedirs(_directory, mode=0o700, exist_ok=True)
     os.chmod(_directory, 0o700)
