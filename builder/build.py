@@ -48,10 +48,10 @@ from .environment import EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
 from .repository import Repository, Status, source_date_epoch
 from .runtime import (
+    ImportAudit,
     Requirements,
     RuntimeBlob,
     Target,
-    add_to_path,
     cache_directory,
     conflicts,
     host_target,
@@ -464,8 +464,9 @@ def _configure_all(
     cache = cache_directory(options.cache)
     selected = [h for h in config.hosts if _Build.select_host(options, h) is None]
     runtimes = _runtimes(options, tree, config, selected, requirements, cache)
-    undo = _importable_requirements(requirements, cache, options, runtimes)
-    try:
+    site = _import_environment(requirements, cache, options, runtimes)
+    imports = ImportAudit(site, tree)
+    with imports:
         registry, load_errors = load_components(tree)
         run = _Build(options, config, registry)
         run.errors.extend(environment_errors)
@@ -483,8 +484,7 @@ def _configure_all(
             if not host.ignored:
                 participants.append(run.host_model(host, overrides))
         configured, waves = run.configure(participants, tree, locations)
-    finally:
-        undo()
+    run.errors.extend(imports.foreign())
     if run.errors:
         raise BuildFailed(run.errors, notes=config.notes)
     built = {h.name for h in config.hosts if run.select(h) is None}
@@ -511,22 +511,19 @@ def _runtimes(
     return by_host
 
 
-def _importable_requirements(
+def _import_environment(
     requirements: Requirements,
     cache: Path,
     options: BuildOptions,
     runtimes: dict[str, RuntimeBlob],
-) -> Callable[[], None]:
-    """Let the builder's configure import the repository's requirements, from
-    a hosts' runtime that fits the builder's own Python (else one built for
-    it); return how to undo it."""
-    if not requirements.lines:
-        return lambda: None
+) -> Path:
+    """site-packages of a runtime for the builder's own configure: a hosts'
+    runtime that fits the builder's Python, else one built for it."""
     fitting = [r for r in runtimes.values() if r.target.fits_here()]
     own = fitting[0] if fitting else runtime_blob(
         requirements, Target(own_python()), cache, options.progress
     )
-    return add_to_path([import_environment(own.pex, cache)])
+    return import_environment(own.pex, cache)
 
 
 def _model_entry(data: bytes) -> BlobEntry:

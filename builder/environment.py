@@ -455,8 +455,9 @@ class _Loader:
                 else:
                     self.error(
                         line,
-                        f"python must be a version like 3.11, found {value!r}",
-                        "write e.g. 'python = 3.11' (major.minor of the hosts' python3)",
+                        f"python must be a version from 3.11 on, found {value!r}",
+                        "write e.g. 'python = 3.11' (major.minor of the hosts' python3; "
+                        "consign's runtime needs 3.11 or newer)",
                     )
             elif key == "sign_key":
                 keys = tuple(k.strip() for k in value.split(",") if k.strip())
@@ -578,8 +579,9 @@ class _Loader:
                 else:
                     self.error(
                         entry.line,
-                        f"python of host {name!r} must be a version like 3.11, found {value!r}",
-                        "write e.g. 'python = 3.12' (major.minor of the host's python3)",
+                        f"python of host {name!r} must be a version from 3.11 on, found {value!r}",
+                        "write e.g. 'python = 3.12' (major.minor of the host's python3; "
+                        "consign's runtime needs 3.11 or newer)",
                     )
             elif key == "ignore":
                 flag = _boolean(value)
@@ -936,7 +938,8 @@ _IGNORED_ENVIRONMENT_KEYS = {
     "deployment_base": "consign uses target_directory",
 }
 
-_PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
+# consign's runtime needs Python 3.11 or newer.
+_PYTHON_VERSION = re.compile(r"3\.(1[1-9]|[2-9]\d)")
 
 _SANDBOXES = {"developer": VfsMode.DEVELOPER, "map": VfsMode.MAP}
 

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ import batou
 import executor
 from executor.bundle import compress_file
 from executor.errors import ConsignError
+from executor.runtime import make_venv
 
 from .errors import BuildError, RuntimeBuildError
 
@@ -216,12 +218,14 @@ def conflicts(requirements: Requirements) -> list[ConsignError]:
         name = canonicalize_name(requirement.name)
         if name not in ours:
             continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
         pinned = Requirement(ours[name])
         version = next(iter(pinned.specifier)).version
         if name == "consign" or not requirement.specifier.contains(version, prereleases=True):
             found.append(
                 RuntimeBuildError(
-                    f"requirements.txt asks for {line!r}, but consign's runtime needs "
+                    f"the requirements ask for {line!r}, but consign's runtime needs "
                     f"{ours[name]!r}",
                     where=requirements.locations.get(line),
                     hint=f"allow {requirement.name} {version} (or drop the line: consign "
@@ -236,7 +240,11 @@ def _package_files(package: object) -> list[tuple[str, Path]]:
     name = root.name
     files = []
     for path in sorted(root.rglob("*")):
-        if "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo") or not path.is_file():
+        # Only the package's own files: never editor backups or stray files
+        # of a working tree, which would change the runtime's bytes.
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        if path.suffix != ".py" and path.name != "py.typed":
             continue
         files.append((f"{name}/{path.relative_to(root).as_posix()}", path))
     return files
@@ -322,10 +330,20 @@ def _explain(output: str, requirements: Requirements, target: Target) -> Runtime
             + tail,
         )
     if "conflict" in output.lower() or "ResolutionImpossible" in output:
+        cause = re.search(r"The conflict is caused by:\n((?:\s+\S.*\n?)+)", output)
+        lines = [line.strip() for line in cause.group(1).splitlines()] if cause else []
+        named = [
+            where
+            for line in lines
+            for requirement, where in requirements.locations.items()
+            if Requirement(requirement).name.lower() in line.lower()
+        ]
         return RuntimeBuildError(
-            "the requirements contradict each other or consign's runtime "
-            f"({', '.join(pins())})",
-            hint="loosen the pins named here:\n" + tail,
+            "the requirements contradict each other or consign's runtime: "
+            + ("; ".join(lines) if lines else tail),
+            where=named[0] if named else None,
+            hint="change the requirement that pulls in the contradicting version (consign's "
+            f"own pins are {', '.join(pins())}); pin versions that agree",
         )
     return RuntimeBuildError(f"building the runtime failed for {target.describe()}", hint=tail)
 
@@ -349,43 +367,13 @@ def build_runtime(
     cached.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="consign-runtime-", dir=cached.parent) as scratch:
-        work = Path(scratch)
-        source_root = work / "src"
-        for name, path in sources():
-            destination = source_root / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        output = work / "runtime.pex"
-        command = [
-            sys.executable,
-            "-m",
-            "pex",
-            "-D",
-            str(source_root),
-            *pins(),
-            *requirements.lines,
-            *requirements.options,
-            *_target_arguments(target, work),
-            "--pip-version",
-            PIP_VERSION,
-            "--python-shebang",
-            "/usr/bin/env python3",
-            "--include-tools",
-            "--no-compress",
-            "--no-emit-warnings",
-            "-o",
-            str(output),
-        ]
-        completed = subprocess.run(
-            command,
-            cwd=work,
-            env=_pex_environment(cache),
-            capture_output=True,
-            text=True,
-            check=False,
+        output = _run_pex(
+            Path(scratch),
+            [*pins(), *requirements.lines, *requirements.options, "--include-tools", "--no-compress"],
+            requirements,
+            target,
+            cache,
         )
-        if completed.returncode != 0 or not output.is_file():
-            raise _explain(completed.stdout + completed.stderr, requirements, target)
         os.replace(output, cached)
     say(f"Built the runtime for {target.describe()} ({cached.stat().st_size // 1024} KiB, "
         f"{time.monotonic() - started:.1f} s)")
@@ -404,26 +392,10 @@ def import_environment(runtime: Path, cache: Path) -> Path:
         venv.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".venv-", dir=venv.parent) as scratch:
             work = Path(scratch, "venv")
-            environment = _pex_environment(cache)
-            environment["PEX_TOOLS"] = "1"
-            completed = subprocess.run(
-                [
-                    sys.executable,
-                    str(runtime),
-                    "venv",
-                    "--site-packages-copies",
-                    "--compile",
-                    str(work),
-                ],
-                env=environment,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if completed.returncode != 0:
+            failure = make_venv(sys.executable, runtime, work, Path(scratch, "pex-root"))
+            if failure is not None:
                 raise RuntimeBuildError(
-                    f"cannot make an environment from the runtime {runtime}",
-                    hint=(completed.stdout + completed.stderr).strip()[-2000:],
+                    f"cannot make an environment from the runtime {runtime}", hint=failure
                 )
             try:
                 os.rename(work, venv)
@@ -436,17 +408,63 @@ def import_environment(runtime: Path, cache: Path) -> Path:
     return found[0]
 
 
-def add_to_path(paths: Sequence[Path]) -> Callable[[], None]:
-    """Make `paths` importable after everything else; return how to undo it."""
-    added = [str(p) for p in paths if str(p) not in sys.path]
-    sys.path.extend(added)
+class ImportAudit:
+    """Configure in the builder with the runtime's packages, and find what it
+    imports from elsewhere.
 
-    def undo() -> None:
-        for path in added:
-            if path in sys.path:
-                sys.path.remove(path)
+    While active, the runtime's site-packages come first on ``sys.path``, so
+    components import the versions hosts will run. Afterwards
+    :meth:`foreign` names every module that configure imported from outside
+    the runtime, the standard library and the repository: on a host that
+    import would fail, so the build fails now.
+    """
 
-    return undo
+    def __init__(self, site_packages: Path, repository: Path) -> None:
+        self.site = str(site_packages)
+        self.repository = str(repository)
+        self.before: set[str] = set()
+        self.new: dict[str, str] = {}
+        self.names = {_top_level_name(entry) for entry in os.listdir(self.site)}
+
+    def __enter__(self) -> ImportAudit:
+        self.before = set(sys.modules)
+        sys.path.insert(0, self.site)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.site in sys.path:
+            sys.path.remove(self.site)
+        for name in set(sys.modules) - self.before:
+            module = sys.modules.get(name)
+            location = getattr(module, "__file__", None)
+            if isinstance(location, str):
+                self.new[name] = location
+
+    def foreign(self) -> list[ConsignError]:
+        stdlib = [sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")]
+        found: dict[str, str] = {}
+        for name, location in sorted(self.new.items()):
+            top = name.split(".", 1)[0]
+            if top in self.names or location.startswith((self.site, self.repository)):
+                continue
+            in_stdlib = location.startswith(tuple(stdlib)) and not any(
+                part in ("site-packages", "dist-packages") for part in Path(location).parts
+            )
+            if not in_stdlib:
+                found.setdefault(top, location)
+        return [
+            RuntimeBuildError(
+                f"the components import {top!r} (found at {location} here), which the "
+                "bundle's runtime does not have, so the import would fail on the hosts",
+                hint=f"add the distribution that provides {top!r} to requirements.txt",
+            )
+            for top, location in sorted(found.items())
+        ]
+
+
+def _top_level_name(entry: str) -> str:
+    """The importable name a site-packages entry provides (module.py, pkg/, x.so)."""
+    return entry.split(".", 1)[0].split("-", 1)[0]
 
 
 # -- targets and blobs -------------------------------------------------------------
@@ -463,15 +481,23 @@ def host_target(tree: Path, environment: str, host: str, python: str | None) -> 
     for relative in (base / PLATFORMS_DIR / f"{host}.json", base / "platform.json"):
         path = tree / relative
         if path.is_file():
-            data = path.read_bytes()
-            return Target(_platform_python(data, relative.as_posix()), data, relative.as_posix())
+            return _platform_target(path.read_bytes(), relative.as_posix())
     return Target(python or own_python())
 
 
-def _platform_python(data: bytes, where: str) -> str:
+# Marker values that vary between machines of one platform (the kernel) and
+# that no requirement marker a runtime depends on should look at.
+_VOLATILE_MARKERS = ("platform_release", "platform_version")
+
+
+def _platform_target(data: bytes, where: str) -> Target:
+    """A target from a complete platform file, normalised: only the tags and
+    the markers that matter, so that hosts with one Python on different
+    kernels (or files made by different executors) share a runtime."""
     try:
         document = json.loads(data)
-        version = document["marker_environment"]["python_version"]
+        markers = document["marker_environment"]
+        version = markers["python_version"]
         tags = document["compatible_tags"]
     except (ValueError, KeyError, TypeError):
         raise RuntimeBuildError(
@@ -483,7 +509,14 @@ def _platform_python(data: bytes, where: str) -> str:
             f"{where} is not a complete platform file: it needs python_version and compatible_tags",
             hint="make it on the host with 'executor inspect-platform > FILE'",
         )
-    return version
+    normalised = {
+        "compatible_tags": tags,
+        "marker_environment": {
+            k: v for k, v in sorted(markers.items()) if k not in _VOLATILE_MARKERS
+        },
+    }
+    data = json.dumps(normalised, sort_keys=True, indent=1).encode()
+    return Target(version, data, where)
 
 
 @dataclass(frozen=True)
@@ -548,48 +581,58 @@ def build_executor_pex(
     say = progress or (lambda _message: None)
     say(f"Building the executor for {target.describe()}")
     with tempfile.TemporaryDirectory(prefix="consign-executor-") as scratch:
-        work = Path(scratch)
-        source_root = work / "src"
-        for name, path in sources():
-            destination = source_root / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        output = work / "executor.pex"
-        command = [
-            sys.executable,
-            "-m",
-            "pex",
-            "-D",
-            str(source_root),
-            *pins(EXECUTOR_DISTRIBUTIONS),
-            *_target_arguments(target, work),
-            "--pip-version",
-            PIP_VERSION,
-            "--python-shebang",
-            "/usr/bin/env python3",
-            "--entry-point",
-            "executor.cli:main",
-            "--venv",
-            "--no-emit-warnings",
-            "-o",
-            str(output),
-        ]
-        completed = subprocess.run(
-            command,
-            cwd=work,
-            env=_pex_environment(cache),
-            capture_output=True,
-            text=True,
-            check=False,
+        output = _run_pex(
+            Path(scratch),
+            [*pins(EXECUTOR_DISTRIBUTIONS), "--entry-point", "executor.cli:main", "--venv"],
+            Requirements(),
+            target,
+            cache,
         )
-        if completed.returncode != 0 or not output.is_file():
-            raise _explain(completed.stdout + completed.stderr, Requirements(), target)
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = out.with_name(f".{out.name}.{os.getpid()}")
         shutil.copyfile(output, staged)
         os.chmod(staged, 0o755)
         os.replace(staged, out)
     return out
+
+
+def _run_pex(
+    work: Path, arguments: list[str], requirements: Requirements, target: Target, cache: Path
+) -> Path:
+    """Run pex over consign's sources with `arguments`; the pex it wrote.
+
+    The settings every pex of consign shares: the sources of this consign,
+    the pinned pip, a shebang that does not name the builder's Python (it
+    is part of the bytes), and no environment of the caller's.
+    """
+    source_root = work / "src"
+    for name, path in sources():
+        destination = source_root / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+    output = work / "out.pex"
+    command = [
+        sys.executable,
+        "-m",
+        "pex",
+        "-D",
+        str(source_root),
+        *arguments,
+        *_target_arguments(target, work),
+        "--pip-version",
+        PIP_VERSION,
+        "--python-shebang",
+        "/usr/bin/env python3",
+        "--no-emit-warnings",
+        "-o",
+        str(output),
+    ]
+    completed = subprocess.run(
+        command, cwd=work, env=_pex_environment(cache), capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0 or not output.is_file():
+        raise _explain(completed.stdout + completed.stderr, requirements, target)
+    return output
 
 
 def target_for(python: str | None, platform_file: Path | None) -> Target:
@@ -600,5 +643,5 @@ def target_for(python: str | None, platform_file: Path | None) -> Target:
             data = platform_file.read_bytes()
         except OSError as exc:
             raise RuntimeBuildError(f"cannot read {platform_file}: {exc.strerror}") from None
-        return Target(_platform_python(data, str(platform_file)), data, str(platform_file))
+        return _platform_target(data, str(platform_file))
     return Target(python or own_python())

@@ -28,6 +28,7 @@ from typing import Any
 from . import canonical
 from .bundle import VerifiedBundle
 from .errors import BundleError, ConsignError, RunTimeoutError, RuntimeFailure, StateError
+from .fs import die_with_parent
 from .manifest import MAX_MODEL_BYTES
 from .outcome import RootOutcome, RootStatus
 from .protocol import ProtocolError, RunReport, RunRequest
@@ -247,11 +248,11 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
             cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
         )
         repository = unpack_snapshot(bundle, scratch / "store")
-        python = prepare_runtime(bundle, scratch / "runtimes")
+        python = prepare_runtime(bundle, scratch / "runtimes", options.timeout)
     else:
         prepare_directory(options.state_directory)
         repository = unpack_snapshot(bundle, cached.parent)
-        python = prepare_runtime(bundle, runtimes)
+        python = prepare_runtime(bundle, runtimes, options.timeout)
     if not options.dry_run:
         now = options.now if options.now is not None else int(time.time())
         accepted = acceptance.state.accept(
@@ -317,16 +318,16 @@ def run_runtime(
     output_path = scratch / "output"
     request = replace(request, report=str(report_path))
     request_path.write_text(request.to_json(), encoding="utf-8")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
             [str(python), "-I", "-u", "-m", "executor.child", str(request_path)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=environment,
+            env=runtime_environment(),
             cwd="/",
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     wait = None if request.timeout is None else request.timeout + KILL_GRACE
     try:
@@ -364,6 +365,17 @@ def run_runtime(
         # Deployment code printed something: keep it, it may matter.
         report = replace(report, log=(*report.log, LogEntry("runtime output", text, Level.INFO)))
     return report
+
+
+# Variables that would make the runtime's tools run another Python, other
+# packages or the executor's own environment, or that hold secrets of the
+# builder (consign's own settings mean nothing to deployment code).
+_WITHHELD = ("PYTHON", "PEX", "VIRTUAL_ENV", "CONDA_", "CONSIGN_", "__PYVENV")
+
+
+def runtime_environment() -> dict[str, str]:
+    """The executor's environment, minus what must not reach deployment code."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD)}
 
 
 def _tail(path: Path) -> str:

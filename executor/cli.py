@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .console import guarded, print_json, print_note, refused_json, stdout, version_callback
+from .console import (
+    exit_on_sigterm,
+    guarded,
+    print_json,
+    print_note,
+    refused_json,
+    stdout,
+    version_callback,
+)
 from .errors import ExitCode
 from .manifest import MAX_SERIAL
 from .state import DEFAULT_STATE_DIR, reset_serial
@@ -228,4 +236,5 @@ def inspect_platform() -> None:
 
 
 def main() -> Any:
+    exit_on_sigterm()
     return app()

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from . import run as _run
 from . import template as _template
 from .environment import Environment, Host
+from .fs import die_with_parent
 from .errors import (
     AttributeValueError,
     CommandError,
@@ -818,6 +819,7 @@ class Component:
             encoding="utf-8",
             errors="replace",
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         if not communicate:
             return process

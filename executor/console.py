@@ -8,6 +8,7 @@ messages and exit codes in one place.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -84,6 +85,16 @@ def guarded(
         stderr.print("[bold red]internal error:[/] this is a bug in consign; please report it:")
         stderr.print(escape(traceback.format_exc()))
         raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (systemd stop, timeout(1)) into an orderly exit, so that
+    the runtime is killed and temporary files are removed on the way out."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def version_callback(program: str) -> Callable[[bool], None]:

@@ -17,6 +17,8 @@ such by the command line.
     ├── ErrorList                  several errors at once (a build, a host's configure)
     ├── StateError                 the state directory cannot be read or written
     ├── RuntimeFailure             the bundle's runtime cannot be made, started, or crashed
+    ├── ReportedError (protocol)   an error the runtime reported, with its code and traceback
+    │   (from the runtime: InternalError, a bug; ModelError, a model it cannot read)
     ├── DeployError                applying a component failed
     │   ├── CommandError           a command exited non-zero or timed out
     │   ├── NotConvergedError      update() ran but verify() still fails

@@ -38,6 +38,17 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+def die_with_parent() -> None:
+    """In a child (preexec_fn): get SIGKILL when the parent dies (Linux).
+
+    A runtime or a command must not go on deploying, unsupervised and
+    unlocked, after the executor that started it was killed.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 class NotRegularFile(ValueError):
     """A path that names a directory, a FIFO, a device: not a file to read."""
 

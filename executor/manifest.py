@@ -62,7 +62,7 @@ class Target:
 
     `platform` is the host's batou platform; `python` the X.Y version its
     runtime needs; `complete_platform` the sha256 of the complete platform
-    file it was built for, if one was used.
+    file it was built for (as the builder normalised it), if one was used.
     """
 
     platform: str | None = None

@@ -40,14 +40,28 @@ def _version_of(python: str) -> str | None:
     return completed.stdout.strip() if completed.returncode == 0 else None
 
 
+def _trusted(path: str) -> bool:
+    """Only an interpreter nobody but root (or we) could have put there runs
+    deployments: the file and its directory are not writable by others."""
+    for candidate in (os.path.realpath(path), os.path.dirname(os.path.realpath(path))):
+        try:
+            status = os.stat(candidate)
+        except OSError:
+            return False
+        if status.st_uid not in (0, os.geteuid()) or status.st_mode & 0o022:
+            return False
+    return True
+
+
 def find_python(version: str | None) -> str:
-    """An interpreter of `version` (X.Y) on this host; this one when it fits."""
+    """An interpreter of `version` (X.Y) on this host; this one when it fits,
+    else python3.X or python3 from PATH if their files are trusted."""
     own = f"{sys.version_info.major}.{sys.version_info.minor}"
     if version is None or version == own:
         return sys.executable
     for name in (f"python{version}", "python3"):
         path = shutil.which(name)
-        if path and _version_of(path) == version:
+        if path and _trusted(path) and _version_of(path) == version:
             return path
     raise RuntimeFailure(
         f"this bundle's runtime needs Python {version}, and this host has none "
@@ -63,7 +77,38 @@ def runtime_directory(state_directory: str, given: str | None) -> Path:
     return (Path(given) if given else Path(state_directory, "runtimes")).resolve()
 
 
-def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
+def make_venv(
+    interpreter: str, pex: Path, destination: Path, pex_root: Path, timeout: float | None = None
+) -> str | None:
+    """Turn a pex built with its tools into a virtual environment; None when
+    done, else what went wrong. Nothing is downloaded: the pex holds it all."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
+    environment.update(PEX_TOOLS="1", PEX_ROOT=str(pex_root), PEX_IGNORE_RCFILES="1")
+    # --site-packages-copies: nothing links into pex_root, which goes away.
+    # --compile: bytecode now, once, instead of on every run (hosts often
+    # cannot write it next to root-owned sources later).
+    command = [
+        interpreter,
+        str(pex),
+        "venv",
+        "--site-packages-copies",
+        "--compile",
+        str(destination),
+    ]
+    try:
+        completed = subprocess.run(
+            command, env=environment, capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"making the environment took longer than {timeout:g}s"
+    if completed.returncode != 0:
+        return (completed.stdout + completed.stderr).strip()[-2000:]
+    return None
+
+
+def prepare_runtime(
+    bundle: VerifiedBundle, directory: Path, timeout: float | None = None
+) -> Path:
     """The python of the bundle's runtime environment, made now if needed."""
     manifest: Manifest = bundle.manifest
     entry = manifest.blob("runtime")
@@ -101,34 +146,10 @@ def prepare_runtime(bundle: VerifiedBundle, directory: Path) -> Path:
     try:
         pex = work / "runtime.pex"
         bundle.extract_to("runtime", str(pex))
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PEX_")}
-        environment.update(
-            PEX_TOOLS="1",
-            PEX_ROOT=str(work / "pex-root"),
-            PEX_IGNORE_RCFILES="1",
-            # Offline: everything the runtime needs is inside the pex.
-            PIP_NO_INDEX="1",
-        )
-        completed = subprocess.run(
-            # --compile: bytecode now, once, instead of on every apply (and
-            # hosts often cannot write it next to root-owned sources later).
-            [
-                interpreter,
-                str(pex),
-                "venv",
-                "--site-packages-copies",
-                "--compile",
-                str(work / "venv"),
-            ],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
+        failure = make_venv(interpreter, pex, work / "venv", work / "pex-root", timeout)
+        if failure is not None:
             raise RuntimeFailure(
-                f"cannot make the runtime environment from {bundle.path}",
-                hint=(completed.stdout + completed.stderr).strip()[-2000:],
+                f"cannot make the runtime environment from {bundle.path}", hint=failure
             )
         (work / READY).write_text("")
         shutil.rmtree(work / "pex-root", ignore_errors=True)

@@ -331,7 +331,7 @@ def test_a_requirement_contradicting_consign_names_both_and_what_to_change(
     error = found[0]
     assert isinstance(error, RuntimeBuildError)
     assert error.message == (
-        f"requirements.txt asks for {line!r}, but consign's runtime needs {pinned!r}"
+        f"the requirements ask for {line!r}, but consign's runtime needs {pinned!r}"
     )
     assert error.where == "requirements.txt:2"
     assert error.hint == (
@@ -357,7 +357,7 @@ def test_consign_itself_is_no_requirement(line: str) -> None:
 
     assert len(found) == 1
     assert found[0].message == (
-        f"requirements.txt asks for {line!r}, but consign's runtime needs "
+        f"the requirements ask for {line!r}, but consign's runtime needs "
         f"'consign=={__version__}'"
     )
 
@@ -436,10 +436,35 @@ def test_a_host_s_platform_file_comes_before_the_environment_s_and_the_python_se
     web1 = host_target(tmp_path, "prod", "web1", "3.99")
     web2 = host_target(tmp_path, "prod", "web2", "3.99")
 
-    assert web1 == Target("3.12", host_file, "environments/prod/platforms/web1.json")
-    assert web1.key == "complete-platform:" + hashlib.sha256(host_file).hexdigest()
-    assert web2 == Target("3.13", environment_file, "environments/prod/platform.json")
+    assert (web1.python, web1.platform_file) == ("3.12", "environments/prod/platforms/web1.json")
+    assert web1.platform_json is not None
+    assert json.loads(web1.platform_json)["marker_environment"]["python_version"] == "3.12"
+    assert web1.key == "complete-platform:" + hashlib.sha256(web1.platform_json).hexdigest()
+    assert (web2.python, web2.platform_file) == ("3.13", "environments/prod/platform.json")
     assert web2.describe() == "Python 3.13 (environments/prod/platform.json)"
+
+
+def test_hosts_that_differ_only_in_kernel_share_a_runtime_target(tmp_path: Path) -> None:
+    first, second = complete_platform(), complete_platform()
+    first["marker_environment"].update(platform_release="6.1.0-1", platform_version="#1 SMP")
+    second["marker_environment"].update(platform_release="6.12.0-9", platform_version="#9 SMP")
+    # Key order of the file is not part of the target either.
+    second = dict(reversed(list(second.items())))
+    write_files(
+        tmp_path,
+        {
+            "environments/prod/platforms/web1.json": json.dumps(first).encode(),
+            "environments/prod/platforms/web2.json": json.dumps(second, indent=4).encode(),
+        },
+    )
+
+    web1 = host_target(tmp_path, "prod", "web1", None)
+    web2 = host_target(tmp_path, "prod", "web2", None)
+
+    assert web1.key == web2.key
+    assert web1.platform_json is not None
+    markers = json.loads(web1.platform_json)["marker_environment"]
+    assert "platform_release" not in markers and "platform_version" not in markers
 
 
 def test_without_a_platform_file_the_host_s_python_then_the_builder_s(tmp_path: Path) -> None:
@@ -654,7 +679,7 @@ def test_a_contradicting_requirement_fails_the_build_before_anything_is_written(
 
     messages = [e.render() for e in caught.value.errors]
     assert messages == [
-        f"requirements.txt:2: requirements.txt asks for 'msgpack==0.6.2', but consign's runtime "
+        f"requirements.txt:2: the requirements ask for 'msgpack==0.6.2', but consign's runtime "
         f"needs 'msgpack=={version('msgpack')}'\n"
         f"  hint: allow msgpack {version('msgpack')} (or drop the line: consign provides it), or "
         "run the builder with a consign that uses a version you allow"
@@ -673,7 +698,7 @@ def test_bundle_build_with_a_contradicting_requirement_exits_1_naming_both(
     )
 
     assert result.exit_code == 1, result.output
-    assert "requirements.txt asks for 'Jinja2<3'" in result.stderr
+    assert "the requirements ask for 'Jinja2<3'" in result.stderr
     assert f"consign's runtime needs 'Jinja2=={version('Jinja2')}'" in result.stderr
     assert "allow Jinja2" in result.stderr
     assert not (repo / "bundles").exists()

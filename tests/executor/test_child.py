@@ -315,7 +315,7 @@ def test_what_the_runtime_prints_lands_in_the_log(
             request = json.load(f)
         print("hello from deployment code")
         print("host", request["host"], "in", request["environment"], "cwd", os.getcwd())
-        print("pex variables:", sorted(k for k in os.environ if k.startswith("PEX_")))
+        print("pex variables:", sorted(k for k in os.environ if k.startswith("PEX_")), flush=True)
         print("a warning", file=sys.stderr)
         with open(request["report"], "w") as f:
             f.write({REPORT.to_json()!r})
