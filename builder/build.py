@@ -49,6 +49,7 @@ from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, U
 from .repository import Repository, Status, source_date_epoch
 from .runtime import (
     ImportAudit,
+    Progress,
     Requirements,
     RuntimeBlob,
     Target,
@@ -84,7 +85,7 @@ class BuildOptions:
     # Runtime builds are cached here [default: CONSIGN_CACHE_DIR, ~/.cache/consign].
     cache: Path | None = None
     # Told what the build is doing when it takes long (resolving a runtime).
-    progress: Callable[[str], None] | None = field(default=None, compare=False)
+    progress: Progress | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -420,15 +421,31 @@ def build(options: BuildOptions) -> BuildResult:
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
         extract_tar(tar, str(tree))
-        models, skipped_hosts, config, runtimes, waves = _configure_all(options, tree)
+        config, environment_errors = load_environment(
+            tree, options.environment, platform=options.platform
+        )
+        if config is None:
+            if len(environment_errors) == 1:
+                raise environment_errors[0]
+            raise BuildFailed(environment_errors)
+        # The keys before any long work: a build that cannot sign stops now.
         snapshot = {f.name for f in files}
-        key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
+        try:
+            key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
+            signers = load_signers(key_paths)
+        except ConsignError as exc:
+            if not environment_errors:
+                raise
+            raise BuildFailed([*environment_errors, exc], notes=config.notes) from None
+        models, skipped_hosts, runtimes, waves = _configure_all(
+            options, tree, config, environment_errors
+        )
         inputs = _Inputs(
             source=Source(commit=status.commit, dirty=status.dirty),
             serial=serial,
             build_time=build_time,
             key_paths=key_paths,
-            signers=load_signers(key_paths),
+            signers=signers,
         )
         compressed = os.path.join(scratch, "repo.tar.zst")
         size, sha256 = _bundle.compress_file(tar, compressed)
@@ -447,15 +464,11 @@ def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[i
 
 
 def _configure_all(
-    options: BuildOptions, tree: Path
-) -> tuple[
-    list[HostModel], list[SkippedHost], EnvironmentConfig, dict[str, RuntimeBlob], list[list[str]]
-]:
-    config, environment_errors = load_environment(tree, options.environment, platform=options.platform)
-    if config is None:
-        if len(environment_errors) == 1:
-            raise environment_errors[0]
-        raise BuildFailed(environment_errors)
+    options: BuildOptions,
+    tree: Path,
+    config: EnvironmentConfig,
+    environment_errors: list[ConsignError],
+) -> tuple[list[HostModel], list[SkippedHost], dict[str, RuntimeBlob], list[list[str]]]:
     requirements, requirement_errors = read_requirements(tree)
     requirement_errors.extend(conflicts(requirements))
     if requirement_errors:
@@ -489,7 +502,7 @@ def _configure_all(
         raise BuildFailed(run.errors, notes=config.notes)
     built = {h.name for h in config.hosts if run.select(h) is None}
     models = [m for m in configured if m.host.name in built]
-    return models, skipped_hosts, config, runtimes, waves
+    return models, skipped_hosts, runtimes, waves
 
 
 def _runtimes(

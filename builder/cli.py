@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from executor.console import guarded, print_json, size, stderr, stdout, version_
 from .build import BuildOptions, build
 from .check import check_possible, check_reproducible
 from .inspect import diff_bundles, inspect_bundle, write_signed_parts
-from .render import render_build, render_diff, render_inspection, stderr_progress
+from .render import render_build, render_diff, render_inspection, LiveProgress
 from .runtime import build_executor_pex, cache_directory, target_for
 from .signing import generate_or_read_key
 
@@ -100,11 +101,11 @@ def build_command(
         dirty=dirty,
         serial=serial,
         sign_keys=tuple(sign_key or ()),
-        progress=stderr_progress,
     )
     if check:
         guarded(lambda: check_possible(options))
-    result = guarded(lambda: build(options), verbose=verbose)
+    with LiveProgress() as progress:
+        result = guarded(lambda: build(replace(options, progress=progress)), verbose=verbose)
     render_build(result)
     if check:
         report = guarded(lambda: check_reproducible(options, result))
@@ -165,11 +166,12 @@ def executor_pex_command(
     ] = None,
 ) -> None:
     """Build the host executor as one pex that runs with a stock python3."""
-    path = guarded(
-        lambda: build_executor_pex(
-            out, target_for(python, complete_platform), cache_directory(None), stderr_progress
+    with LiveProgress() as progress:
+        path = guarded(
+            lambda: build_executor_pex(
+                out, target_for(python, complete_platform), cache_directory(None), progress
+            )
         )
-    )
     stdout.print(f"[green]built[/] {escape(str(path))} ({size(path.stat().st_size)})")
 
 

@@ -9,13 +9,17 @@ that allowed_signers file would accept it.
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from packaging.utils import parse_wheel_filename
 
 from executor import canonical
 from executor.bundle import BundleReader, open_unverified
@@ -28,8 +32,9 @@ from executor.verify import load_trust
 
 from .errors import BuildError
 
-# bundle diff reads bundles nobody vouched for: bound the temporary file.
+# bundle diff reads bundles nobody vouched for: bound the temporary files.
 MAX_DIFF_SNAPSHOT_BYTES = 2 << 30
+MAX_RUNTIME_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,12 @@ class Inspection:
     # With --trust: the principals of the first signature a host would accept.
     trust_checked: bool = False
     accepted_by: str | None = None
+    # What the runtime pex holds: distribution name -> version.
+    distributions: tuple[tuple[str, str], ...] = ()
+    # Roots of other hosts ("host/root") that must apply before this host's.
+    depends_on: tuple[str, ...] = ()
+    # Names whose DNS answers the build pinned.
+    pinned_names: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +84,9 @@ class Inspection:
             "roots": list(self.roots),
             "skipped": list(self.skipped),
             "accepted_by": self.accepted_by,
+            "distributions": dict(self.distributions),
+            "depends_on": list(self.depends_on),
+            "pinned_names": list(self.pinned_names),
         }
 
 
@@ -106,6 +120,15 @@ def inspect_bundle(
                 reason = "; ".join(reasons)
         reports.append(SignatureReport(signature.key.fingerprint(), signature.namespace, valid, reason))
     model = _model(bundle)
+    host = bundle.manifest.host
+    depends_on = sorted(
+        {
+            entry
+            for root in model["roots"]
+            for entry in root["after"]
+            if entry.split("/", 1)[0] != host
+        }
+    )
     return Inspection(
         path=str(path),
         size=bundle.envelope.size,
@@ -116,7 +139,41 @@ def inspect_bundle(
         skipped=tuple(f"{s['name']} ({s['reason']})" for s in model["skipped"]),
         trust_checked=trust is not None,
         accepted_by=accepted_by,
+        distributions=tuple(sorted(runtime_distributions(bundle).items(), key=_folded)),
+        depends_on=tuple(depends_on),
+        pinned_names=tuple(sorted(model["dns"])),
     )
+
+
+def _folded(item: tuple[str, str]) -> str:
+    return item[0].lower()
+
+
+def runtime_distributions(bundle: BundleReader) -> dict[str, str]:
+    """Name -> version of every distribution in the bundle's runtime pex,
+    from its PEX-INFO; empty for a bundle without a runtime."""
+    entry = bundle.manifest.blob("runtime")
+    if entry is None:
+        return {}
+    if entry.raw_size > MAX_RUNTIME_BYTES:
+        raise BuildError(
+            f"{bundle.path}: the runtime declares {entry.raw_size} bytes, "
+            f"more than bundle inspect unpacks ({MAX_RUNTIME_BYTES})"
+        )
+    with tempfile.TemporaryFile() as data:
+        for chunk in bundle.raw_chunks("runtime"):
+            data.write(chunk)
+        data.seek(0)
+        try:
+            with zipfile.ZipFile(data) as pex:
+                info = json.loads(pex.read("PEX-INFO"))
+            files = info["distributions"]
+            wheels = [parse_wheel_filename(name) for name in files]
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+            raise BundleError(
+                f"{bundle.path}: the runtime is not a pex consign made: {exc}"
+            ) from None
+    return {str(name): str(version) for name, version, _build, _tags in wheels}
 
 
 def write_signed_parts(path: Path, manifest_out: Path | None, signature_out: Path | None) -> str:
@@ -161,6 +218,8 @@ class BundleDiff:
     host: str
     manifest: tuple[Change, ...]
     model: tuple[Change, ...]
+    # Distributions of the runtime: name -> version, None when absent.
+    runtime: tuple[Change, ...]
     files_added: tuple[str, ...]
     files_removed: tuple[str, ...]
     files_changed: tuple[str, ...]
@@ -168,7 +227,7 @@ class BundleDiff:
     @property
     def empty(self) -> bool:
         return not (
-            self.manifest or self.model or self.files_added or self.files_removed or self.files_changed
+            self.manifest or self.model or self.runtime or self.files_added or self.files_removed or self.files_changed
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -179,6 +238,7 @@ class BundleDiff:
             "host": self.host,
             "manifest": changes(self.manifest),
             "model": changes(self.model),
+            "runtime": changes(self.runtime),
             "files": {
                 "added": list(self.files_added),
                 "removed": list(self.files_removed),
@@ -258,6 +318,7 @@ def diff_bundles(old_path: Path, new_path: Path) -> BundleDiff:
         host=new.manifest.host,
         manifest=_changes(old_manifest, new_manifest),
         model=_changes(_model(old), _model(new)),
+        runtime=_runtime_changes(old, new),
         files_added=tuple(sorted(set(new_files) - set(old_files))),
         files_removed=tuple(sorted(set(old_files) - set(new_files))),
         files_changed=tuple(
@@ -265,3 +326,15 @@ def diff_bundles(old_path: Path, new_path: Path) -> BundleDiff:
         ),
     )
 
+
+
+def _runtime_changes(old: BundleReader, new: BundleReader) -> tuple[Change, ...]:
+    old_entry, new_entry = old.manifest.blob("runtime"), new.manifest.blob("runtime")
+    if (old_entry and old_entry.raw_sha256) == (new_entry and new_entry.raw_sha256):
+        return ()
+    before, after = runtime_distributions(old), runtime_distributions(new)
+    return tuple(
+        Change(name, before.get(name), after.get(name))
+        for name in sorted(set(before) | set(after), key=str.lower)
+        if before.get(name) != after.get(name)
+    )

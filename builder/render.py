@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from rich.markup import escape
+from rich.status import Status
 
 from executor.console import print_note, size, stderr, stdout
 
 from .build import BuildResult
 from .inspect import BundleDiff, Inspection
+from .runtime import Step
 
 
 def render_build(result: BuildResult) -> None:
@@ -24,6 +26,10 @@ def render_build(result: BuildResult) -> None:
         stdout.print(f"[yellow]removed[/]  {escape(str(path))}: its host is not built any more")
     for skipped_host in result.skipped_hosts:
         stdout.print(f"[yellow]skipped[/]  {escape(skipped_host.name)}: {escape(skipped_host.reason)}")
+    if len(result.waves) > 1:
+        stdout.print("waves    hosts that provide for other hosts apply first (push in this order):")
+        for number, wave in enumerate(result.waves, 1):
+            stdout.print(f"  {number}. {escape(', '.join(wave))}")
     for signer in result.signers:
         stdout.print(f"[green]signed[/]   by {escape(signer)}")
     source = result.source
@@ -46,6 +52,19 @@ def render_inspection(inspection: Inspection) -> None:
     stdout.print(f"  roots        {escape(', '.join(inspection.roots) or '(none)')}")
     for skipped in inspection.skipped:
         stdout.print(f"  skipped      {escape(skipped)}")
+    target = m["target"]
+    python = f"Python {target['python']}" if target["python"] else "Python (not recorded)"
+    if target["complete_platform"]:
+        python += f", complete platform {target['complete_platform'][:16]}"
+    stdout.print(f"  runtime      {escape(python)}")
+    if inspection.distributions:
+        listed = ", ".join(f"{name} {version}" for name, version in inspection.distributions)
+        stdout.print(f"  packages     {escape(listed)}")
+    if inspection.depends_on:
+        stdout.print(f"  applies after {escape(', '.join(inspection.depends_on))} (other hosts)")
+    if inspection.pinned_names:
+        count = len(inspection.pinned_names)
+        stdout.print(f"  dns pinned   {count} name{'s' if count != 1 else ''}: {escape(', '.join(inspection.pinned_names))}")
     for blob in m["blobs"]:
         stdout.print(
             f"  blob {blob['name']:<8}{size(blob['size']):>10} stored, {size(blob['raw_size']):>10} raw "
@@ -65,7 +84,7 @@ def render_diff(diff: BundleDiff) -> None:
     if diff.empty:
         stdout.print(f"{escape(diff.host)}: no differences")
         return
-    for title, changes in (("manifest", diff.manifest), ("model", diff.model)):
+    for title, changes in (("manifest", diff.manifest), ("model", diff.model), ("runtime", diff.runtime)):
         for change in changes:
             stdout.print(f"  {title:<9}{escape(change.path)}: {escape(repr(change.old))} -> {escape(repr(change.new))}")
     for label, paths, style in (
@@ -77,9 +96,33 @@ def render_diff(diff: BundleDiff) -> None:
             stdout.print(f"  [{style}]file {label:<8}[/]{escape(path)}")
 
 
-def stderr_progress(message: str) -> None:
-    """What a long build step is doing ("Installing sqlalchemy"), on stderr.
+class LiveProgress:
+    """What long build steps are doing, on stderr: on a terminal one spinner
+    line that follows the current step, elsewhere one line per step.
 
-    Only steps that do real work report; a build that changes nothing says
-    nothing here."""
-    stderr.print(f"[cyan]{escape(message)}[/]")
+    Results (`Step.final`) stay on screen. Only steps that do real work
+    report, so a build that changes nothing shows nothing here.
+    """
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+
+    def __call__(self, step: Step) -> None:
+        text = escape(step.message)
+        if step.final:
+            stderr.print(f"[green]{text}[/]")
+        elif not stderr.is_terminal:
+            stderr.print(f"[cyan]{text}[/]")
+        elif self.status is None:
+            self.status = stderr.status(f"[cyan]{text}[/]", spinner="dots")
+            self.status.start()
+        else:
+            self.status.update(f"[cyan]{text}[/]")
+
+    def __enter__(self) -> LiveProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None

@@ -57,7 +57,33 @@ _PASSED_OPTIONS = {
     "-f": "--find-links",
 }
 
-Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a long build step is doing now ("Resolving sqlalchemy"), or, when
+    `final`, a result worth keeping on screen ("Built the runtime ...")."""
+
+    message: str
+    final: bool = False
+
+
+Progress = Callable[[Step], None]
+
+
+def _quiet(_step: Step) -> None:
+    pass
+
+
+# pip's download log, as pex preserves it, turned into steps.
+_PIP_STEPS = (
+    (re.compile(r"^\S+ Collecting (\S+)"), "Resolving {0}"),
+    (re.compile(r"^\S+ +Downloading (\S+) \(([^)]*)\)"), "Downloading {0} ({1})"),
+    (re.compile(r"^\S+ +Building wheel for (\S+)"), "Building a wheel for {0}"),
+    (re.compile(r"^\S+ Successfully downloaded (.+)"), "Installing {0}"),
+)
+# How often a running pex's log is read for steps.
+_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -359,11 +385,9 @@ def build_runtime(
     cached = cache / "runtimes" / f"{key}.pex"
     if cached.is_file():
         return cached
-    say = progress or (lambda _message: None)
-    names = [Requirement(p).name for p in pins()] + requirements.names
-    say(f"Resolving the runtime for {target.describe()}: {', '.join(names)}")
-    for name in requirements.names:
-        say(f"Installing {name}")
+    say = progress or _quiet
+    names = dict.fromkeys([Requirement(p).name for p in pins()] + requirements.names)
+    say(Step(f"Resolving the runtime for {target.describe()}: {', '.join(names)}"))
     cached.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="consign-runtime-", dir=cached.parent) as scratch:
@@ -373,10 +397,16 @@ def build_runtime(
             requirements,
             target,
             cache,
+            say,
         )
         os.replace(output, cached)
-    say(f"Built the runtime for {target.describe()} ({cached.stat().st_size // 1024} KiB, "
-        f"{time.monotonic() - started:.1f} s)")
+    say(
+        Step(
+            f"Built the runtime for {target.describe()} ({cached.stat().st_size // 1024} KiB, "
+            f"{time.monotonic() - started:.1f} s)",
+            final=True,
+        )
+    )
     return cached
 
 
@@ -578,8 +608,8 @@ def build_executor_pex(
     in pex's venv mode: the first start installs it under PEX_ROOT, later
     starts take a tenth of a second.
     """
-    say = progress or (lambda _message: None)
-    say(f"Building the executor for {target.describe()}")
+    say = progress or _quiet
+    say(Step(f"Building the executor for {target.describe()}"))
     with tempfile.TemporaryDirectory(prefix="consign-executor-") as scratch:
         output = _run_pex(
             Path(scratch),
@@ -587,6 +617,7 @@ def build_executor_pex(
             Requirements(),
             target,
             cache,
+            say,
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = out.with_name(f".{out.name}.{os.getpid()}")
@@ -597,13 +628,19 @@ def build_executor_pex(
 
 
 def _run_pex(
-    work: Path, arguments: list[str], requirements: Requirements, target: Target, cache: Path
+    work: Path,
+    arguments: list[str],
+    requirements: Requirements,
+    target: Target,
+    cache: Path,
+    say: Progress = _quiet,
 ) -> Path:
     """Run pex over consign's sources with `arguments`; the pex it wrote.
 
     The settings every pex of consign shares: the sources of this consign,
     the pinned pip, a shebang that does not name the builder's Python (it
-    is part of the bytes), and no environment of the caller's.
+    is part of the bytes), and no environment of the caller's. While pex
+    runs, pip's log tells `say` what is being resolved and downloaded.
     """
     source_root = work / "src"
     for name, path in sources():
@@ -611,6 +648,7 @@ def _run_pex(
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, destination)
     output = work / "out.pex"
+    pip_log = work / "pip.log"
     command = [
         sys.executable,
         "-m",
@@ -621,18 +659,64 @@ def _run_pex(
         *_target_arguments(target, work),
         "--pip-version",
         PIP_VERSION,
+        "--pip-log",
+        str(pip_log),
         "--python-shebang",
         "/usr/bin/env python3",
         "--no-emit-warnings",
         "-o",
         str(output),
     ]
-    completed = subprocess.run(
-        command, cwd=work, env=_pex_environment(cache), capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0 or not output.is_file():
-        raise _explain(completed.stdout + completed.stderr, requirements, target)
+    with open(work / "pex.out", "w+", encoding="utf-8", errors="replace") as captured:
+        process = subprocess.Popen(
+            command, cwd=work, env=_pex_environment(cache), stdout=captured, stderr=subprocess.STDOUT
+        )
+        try:
+            _follow_pip_log(process, pip_log, say)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        captured.seek(0)
+        text = captured.read()
+    if process.returncode != 0 or not output.is_file():
+        raise _explain(text, requirements, target)
     return output
+
+
+def _follow_pip_log(process: subprocess.Popen[bytes], log: Path, say: Progress) -> None:
+    """Until `process` ends, turn the new lines of pip's log into steps."""
+    offset = 0
+    pending = b""
+    while True:
+        running = process.poll() is None
+        try:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        offset += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            step = pip_step(line.decode("utf-8", "replace"))
+            if step is not None:
+                say(step)
+        if not running:
+            return
+        time.sleep(_POLL_SECONDS)
+
+
+def pip_step(line: str) -> Step | None:
+    """The step a line of pip's download log reports, if it reports one."""
+    for pattern, template in _PIP_STEPS:
+        match = pattern.match(line)
+        if match:
+            groups = [g.strip() for g in match.groups()]
+            if template.startswith("Installing"):
+                groups = [", ".join(groups[0].split())]
+            return Step(template.format(*groups))
+    return None
 
 
 def target_for(python: str | None, platform_file: Path | None) -> Target:

@@ -322,6 +322,7 @@ def test_diff_of_identical_bundles_is_empty(builds: Builds, tmp_path: Path) -> N
         "host": "web1",
         "manifest": [],
         "model": [],
+        "runtime": [],
         "files": {"added": [], "removed": [], "changed": []},
     }
 

@@ -23,6 +23,8 @@ from builder.cli import app
 from builder.environment import load_environment
 from builder.errors import BuildError, BuildFailed, RuntimeBuildError
 from builder.runtime import (
+    Step,
+    pip_step,
     Requirements,
     Target,
     conflicts,
@@ -550,19 +552,24 @@ def test_a_second_runtime_with_the_same_inputs_is_a_cache_lookup(
     requirements = Requirements(("MarkupSafe",), (), {"MarkupSafe": "requirements.txt:1"})
     target = Target(own_python())
     commands: list[list[str]] = []
-    real_run = subprocess.run
 
     def counting(command: list[str], *args: Any, **kw: Any) -> Any:
         commands.append(command)
-        return real_run(command, *args, **kw)
+        return real_popen(command, *args, **kw)
 
-    said: list[str] = []
-    monkeypatch.setattr(subprocess, "run", counting)
+    real_popen = subprocess.Popen
+    said: list[Step] = []
+    monkeypatch.setattr(subprocess, "Popen", counting)
     first = runtime_blob(requirements, target, fresh_cache, said.append)
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
 
     assert len(commands) == 1 and commands[0][1:3] == ["-m", "pex"]
-    assert "Installing MarkupSafe" in said
-    assert said[-1].startswith(f"Built the runtime for Python {own_python()} (")
+    assert said[0].message == (
+        f"Resolving the runtime for Python {own_python()}: dnspython, Jinja2, MarkupSafe, msgpack"
+    )
+    assert any(s.message.startswith("Installing ") and "MarkupSafe" in s.message for s in said)
+    assert said[-1].final
+    assert said[-1].message.startswith(f"Built the runtime for Python {own_python()} (")
     assert first.pex.parent == fresh_cache / "runtimes"
     assert first.sha256 == hashlib.sha256(first.compressed.read_bytes()).hexdigest()
     assert first.raw_sha256 == hashlib.sha256(first.pex.read_bytes()).hexdigest()
@@ -571,6 +578,7 @@ def test_a_second_runtime_with_the_same_inputs_is_a_cache_lookup(
         raise AssertionError(f"ran {command} for a cached runtime")
 
     monkeypatch.setattr(subprocess, "run", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
     said.clear()
     assert runtime_blob(requirements, target, fresh_cache, said.append) == first
     # Quiet when nothing changes.
@@ -790,11 +798,15 @@ def test_hosts_with_one_target_share_one_runtime_build(
         return path
 
     monkeypatch.setattr(runtime, "build_runtime", counting)
-    said: list[str] = []
+    said: list[Step] = []
     build_bundles("prod", repo, cache=fresh_cache, progress=said.append)
 
     assert len(builds) == 1
-    assert len([m for m in said if m.startswith("Built the runtime")]) == 1
+    assert len([s for s in said if s.final and s.message.startswith("Built the runtime")]) == 1
+    # What pip resolves shows while it happens: consign's pins and their own.
+    resolving = {s.message for s in said if s.message.startswith("Resolving ")}
+    assert {f"Resolving {pin}" for pin in pins()} <= resolving, resolving
+    assert any(s.message.startswith("Installing ") for s in said), said
     entries = {runtime_entry(repo / f"bundles/prod/web{n}.bundle") for n in range(1, 6)}
     assert len(entries) == 1
 
@@ -917,3 +929,31 @@ def test_two_clones_with_a_wheelhouse_build_the_same_runtime_and_check_passes(
     assert runtime_entry(one / "bundles/prod/web1.bundle") == runtime_entry(
         two / "bundles/prod/web1.bundle"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "step"),
+    [
+        ("2026-11-26T13:31:34,775 Collecting sqlalchemy==2.1.9", "Resolving sqlalchemy==2.1.9"),
+        (
+            "2026-11-26T13:31:34,855 Collecting typing-extensions>=4.6.0 (from sqlalchemy==2.1.9)",
+            "Resolving typing-extensions>=4.6.0",
+        ),
+        (
+            "2026-11-26T13:31:34,859   Downloading typing_extensions-4.16.0-py3-none-any.whl (45 kB)",
+            "Downloading typing_extensions-4.16.0-py3-none-any.whl (45 kB)",
+        ),
+        ("2026-11-26T13:31:35,001   Building wheel for six (pyproject.toml)", "Building a wheel for six"),
+        (
+            "2026-11-26T13:31:34,863 Successfully downloaded sqlalchemy typing-extensions",
+            "Installing sqlalchemy, typing-extensions",
+        ),
+        ("2026-11-26T13:31:34,845 No cache entry available", None),
+        ("2026-11-26T13:31:34,845 Found index url https://pypi.org/simple/", None),
+        ("", None),
+    ],
+)
+def test_pip_s_log_lines_become_progress_steps(line: str, step: str | None) -> None:
+    found = pip_step(line)
+    assert (found.message if found else None) == step
+    assert found is None or not found.final
