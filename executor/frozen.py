@@ -72,7 +72,8 @@ def freeze(value: Any, path: str = "value", depth: int = 0) -> Any:
             "require_v6": value.require_v6,
         }
     if isinstance(value, (Host, FrozenHost)):
-        return {TAG: "host", "name": value.name, "fqdn": value.fqdn, "data": dict(value.data)}
+        # A host's data stays in its own bundle: only its names travel.
+        return {TAG: "host", "name": value.name, "fqdn": value.fqdn}
     if isinstance(value, (Component, FrozenComponent)):
         return _freeze_component(value, path, depth)
     raise FreezeError(path, value)
@@ -111,12 +112,22 @@ def _freeze_component(value: Component | FrozenComponent, path: str, depth: int)
 
 
 class FrozenHost:
-    """The host of a component on another host: name, fqdn and data."""
+    """The host of a component on another host: its name and fqdn.
 
-    def __init__(self, name: str, fqdn: str, data: Mapping[str, str]) -> None:
+    Its ``data-*`` values never leave its own bundle; a provider that wants
+    to share one provides it as an attribute.
+    """
+
+    def __init__(self, name: str, fqdn: str) -> None:
         self.name = name
         self.fqdn = fqdn
-        self.data = dict(data)
+
+    @property
+    def data(self) -> Mapping[str, str]:
+        raise AttributeError(
+            f"the data of host {self.name!r} does not travel to other hosts' bundles; "
+            "provide the values you need as attributes of the provided component"
+        )
 
     def __repr__(self) -> str:
         return f"<Host {self.name} (frozen)>"
@@ -179,7 +190,7 @@ def thaw(value: Any) -> Any:
             value["require_v6"],
         )
     if tag == "host":
-        return FrozenHost(value["name"], value["fqdn"], value["data"])
+        return FrozenHost(value["name"], value["fqdn"])
     if tag == "component":
         return FrozenComponent(value)
     raise ValueError(f"unknown frozen value {tag!r}")

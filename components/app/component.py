@@ -1,7 +1,9 @@
 # An application: a templated configuration, host data, an override
-# (workers, set per environment), and a restart that reacts to changes.
+# (workers, set per environment), a restart that reacts to changes, and its
+# address provided for other components (the frontend) to find.
 from batou.component import Attribute, Component, ConfigString, handle_event
 from batou.lib.file import File
+from batou.utils import Address
 
 
 class App(Component):
@@ -10,6 +12,9 @@ class App(Component):
 
     def configure(self):
         self.alias = self.host.data.get("alias", self.host.fqdn)
+        # Resolved once, in the builder: [resolver] overrides first.
+        self.address = Address(self.listen)
+        self.provide("app", self.address)
         # app.conf beside this file is the template (File's implicit source).
         self += File("app.conf")
         # Absolute paths land in the sandbox when [vfs] says so.
