@@ -44,7 +44,7 @@ from executor.utils import family_defaults
 from executor.snapshot import SnapshotFile, extract_tar, write_tar
 
 from .discovery import LiveResources, RootId, configure_all
-from .environment import EnvironmentConfig, HostConfig, load_environment
+from .environment import ENVIRONMENTS_DIR, EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
 from .repository import Repository, Status, source_date_epoch
 from .runtime import (
@@ -416,13 +416,21 @@ def build(options: BuildOptions) -> BuildResult:
     with tempfile.TemporaryDirectory(prefix="consign-build-") as scratch:
         tar = os.path.join(scratch, "repo.tar")
         files = repository.files(exclude=out)
-        raw_size, raw_sha256 = _write_snapshot(files, build_time, tar)
+        # environments/ stays on the builder: every host's settings, data
+        # and overrides are in it, and the models carry what each host needs.
+        definitions = [f for f in files if _is_definition(f.name)]
+        shipped = [f for f in files if not _is_definition(f.name)]
+        raw_size, raw_sha256 = _write_snapshot(shipped, build_time, tar)
         tree = Path(scratch, "repository")
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
         extract_tar(tar, str(tree))
+        environments = Path(scratch, "definitions")
+        definitions_tar = os.path.join(scratch, "definitions.tar")
+        _write_snapshot(definitions, build_time, definitions_tar)
+        extract_tar(definitions_tar, str(environments))
         config, environment_errors = load_environment(
-            tree, options.environment, platform=options.platform
+            environments, options.environment, platform=options.platform
         )
         if config is None:
             if len(environment_errors) == 1:
@@ -438,7 +446,7 @@ def build(options: BuildOptions) -> BuildResult:
                 raise
             raise BuildFailed([*environment_errors, exc], notes=config.notes) from None
         models, skipped_hosts, runtimes, waves = _configure_all(
-            options, tree, config, environment_errors
+            options, tree, environments, config, environment_errors
         )
         inputs = _Inputs(
             source=Source(commit=status.commit, dirty=status.dirty),
@@ -463,9 +471,14 @@ def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[i
     return hashing.written, hashing.digest.hexdigest()
 
 
+def _is_definition(name: str) -> bool:
+    return name == ENVIRONMENTS_DIR or name.startswith(ENVIRONMENTS_DIR + "/")
+
+
 def _configure_all(
     options: BuildOptions,
     tree: Path,
+    environments: Path,
     config: EnvironmentConfig,
     environment_errors: list[ConsignError],
 ) -> tuple[list[HostModel], list[SkippedHost], dict[str, RuntimeBlob], list[list[str]]]:
@@ -476,7 +489,7 @@ def _configure_all(
         raise BuildFailed([*environment_errors, *requirement_errors], notes=config.notes)
     cache = cache_directory(options.cache)
     selected = [h for h in config.hosts if _Build.select_host(options, h) is None]
-    runtimes = _runtimes(options, tree, config, selected, requirements, cache)
+    runtimes = _runtimes(options, environments, config, selected, requirements, cache)
     site = _import_environment(requirements, cache, options, runtimes)
     imports = ImportAudit(site, tree)
     with imports:
@@ -507,7 +520,7 @@ def _configure_all(
 
 def _runtimes(
     options: BuildOptions,
-    tree: Path,
+    environments: Path,
     config: EnvironmentConfig,
     hosts: list[HostConfig],
     requirements: Requirements,
@@ -517,7 +530,7 @@ def _runtimes(
     by_target: dict[str, RuntimeBlob] = {}
     by_host: dict[str, RuntimeBlob] = {}
     for host in hosts:
-        target = host_target(tree, config.name, host.name, host.python)
+        target = host_target(environments, config.name, host.name, host.python)
         if target.key not in by_target:
             by_target[target.key] = runtime_blob(requirements, target, cache, options.progress)
         by_host[host.name] = by_target[target.key]

@@ -113,6 +113,17 @@ class LiveResources:
                 ) from None
         return self._replace(root, new)
 
+    def publish_partial(self, root: RootId) -> set[str]:
+        """Publish what a root provided before its configure stopped at an
+        unsatisfied require; a value that cannot travel retracts it all."""
+        new: dict[str, list[Any]] = {}
+        for key, value in self.pending.pop(root, []):
+            try:
+                new.setdefault(key, []).append(freeze(value, f"the value of {key!r}"))
+            except FreezeError:
+                return self._replace(root, {})
+        return self._replace(root, new)
+
     def retract(self, root: RootId) -> set[str]:
         """A root whose configure failed provides nothing."""
         self.pending.pop(root, None)
@@ -176,6 +187,16 @@ def configure_all(
             changed = resources.publish(root, component)
             outcome.components[root] = component
             failures.pop(root, None)
+        except UnsatisfiedRequirement as exc:
+            # What it provided before its require failed counts (as in
+            # batou): two roots that each provide, then require the other's
+            # key, settle instead of starving each other.
+            outcome.components.pop(root, None)
+            failures[root] = exc
+            try:
+                changed = resources.publish_partial(root)
+            except ConsignError:
+                changed = resources.retract(root)
         except ConsignError as exc:
             outcome.components.pop(root, None)
             failures[root] = exc
@@ -321,23 +342,10 @@ def _order(
                     ),
                 )
             )
-    incoming = {root: 0 for root in graph}
-    for successors in graph.values():
-        for successor in successors:
-            incoming[successor] += 1
-    ready = [(position[root], root) for root, count in incoming.items() if count == 0]
-    heapq.heapify(ready)
-    order: list[RootId] = []
-    while ready:
-        _index, root = heapq.heappop(ready)
-        order.append(root)
-        for successor in graph[root]:
-            incoming[successor] -= 1
-            if incoming[successor] == 0:
-                heapq.heappush(ready, (position[successor], successor))
-    # Roots in cycles (reported above) keep their environment order.
-    order.extend(sorted((r for r in graph if r not in order), key=position.__getitem__))
-    outcome.order = order
+    outcome.order = []
+    hosts = list(dict.fromkeys(root[0] for root in sorted(graph, key=position.__getitem__)))
+    for host in hosts:
+        outcome.order.extend(_host_order(graph, host, position))
     before: dict[RootId, list[RootId]] = {root: [] for root in graph}
     for root, successors in graph.items():
         for successor in successors:
@@ -346,6 +354,44 @@ def _order(
         root: sorted(predecessors, key=position.__getitem__) for root, predecessors in before.items()
     }
     outcome.waves = _waves(graph, position)
+
+
+def _reachable(graph: dict[RootId, set[RootId]], start: RootId) -> set[RootId]:
+    seen: set[RootId] = set()
+    stack = list(graph[start])
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(graph[node])
+    return seen
+
+
+def _host_order(
+    graph: dict[RootId, set[RootId]], host: str, position: dict[RootId, int]
+) -> list[RootId]:
+    """One host's roots in deploy order: a root after every root of the same
+    host it depends on (directly, or through other hosts' roots), ties in
+    environment order. Other hosts' roots never reorder this host's."""
+    mine = [root for root in graph if root[0] == host]
+    later = {root: {r for r in _reachable(graph, root) if r[0] == host and r != root} for root in mine}
+    incoming = {root: 0 for root in mine}
+    for successors in later.values():
+        for successor in successors:
+            incoming[successor] += 1
+    ready = [(position[root], root) for root, count in incoming.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[RootId] = []
+    while ready:
+        _index, root = heapq.heappop(ready)
+        order.append(root)
+        for successor in later[root]:
+            incoming[successor] -= 1
+            if incoming[successor] == 0:
+                heapq.heappush(ready, (position[successor], successor))
+    # Roots in cycles (reported above) keep their environment order.
+    order.extend(sorted((r for r in mine if r not in order), key=position.__getitem__))
+    return order
 
 
 def _waves(graph: dict[RootId, set[RootId]], position: dict[RootId, int]) -> list[list[str]]:

@@ -45,6 +45,28 @@ class RootAssignment:
 
 
 @dataclass(frozen=True, slots=True)
+class PushSettings:
+    """What 'bundle push' runs on a host; None: not set here."""
+
+    # The command that runs the executor there (a shell command line).
+    executor: str | None = None
+    # Where --bootstrap puts executor.pex, and the allowed signers file.
+    executor_pex: str | None = None
+    allowed_signers: str | None = None
+
+    def over(self, other: PushSettings) -> PushSettings:
+        """These settings, with what they leave unset taken from `other`."""
+        return PushSettings(
+            self.executor if self.executor is not None else other.executor,
+            self.executor_pex if self.executor_pex is not None else other.executor_pex,
+            self.allowed_signers if self.allowed_signers is not None else other.allowed_signers,
+        )
+
+
+PUSH_KEYS = ("executor", "executor_pex", "allowed_signers")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     name: str
     roots: tuple[RootAssignment, ...]
@@ -55,6 +77,8 @@ class HostConfig:
     location: Location
     # The Python the host's runtime is built for ([host:x] python).
     python: str | None = None
+    # How 'bundle push' reaches the executor there ([host:x] wins over [environment]).
+    push: PushSettings = field(default_factory=lambda: PushSettings())
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +110,7 @@ class EnvironmentSettings:
     sign_keys: tuple[str, ...] = ()
     # The Python hosts run (X.Y) when no host says otherwise.
     python: str | None = None
+    push: PushSettings = field(default_factory=lambda: PushSettings())
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +474,9 @@ class _Loader:
                         settings = replace(settings, service_user=text)
                     case _:
                         settings = replace(settings, branch=text)
+            elif key in PUSH_KEYS:
+                push = self.push_setting(entry, settings.push, "[environment]")
+                settings = replace(settings, push=push)
             elif key == "python":
                 if _PYTHON_VERSION.fullmatch(value):
                     settings = replace(settings, python=value)
@@ -516,6 +544,30 @@ class _Loader:
                     settings = replace(settings, require_v6=family)
         return settings
 
+    def push_setting(self, entry: _Entry, push: PushSettings, where: str) -> PushSettings:
+        """`push` with the setting of `entry` (executor, executor_pex, allowed_signers)."""
+        key, value = entry.key, entry.value
+        if "\n" in value or not value:
+            self.error(
+                entry.line,
+                f"{key} in {where} must be one non-empty line",
+                "write e.g. 'executor = PEX_ROOT=/var/lib/consign/pex python3 "
+                "/usr/local/lib/consign/executor.pex'"
+                if key == "executor"
+                else f"write e.g. '{key} = /absolute/path'",
+            )
+            return push
+        if key != "executor" and not value.startswith("/"):
+            self.error(
+                entry.line,
+                f"{key} in {where} must be an absolute path on the host, found {value!r}",
+                f"write e.g. '{key} = /usr/local/lib/consign/executor.pex'"
+                if key == "executor_pex"
+                else f"write e.g. '{key} = /etc/consign/allowed_signers'",
+            )
+            return push
+        return replace(push, **{key: value})
+
     def unknown_key(self, entry: _Entry, where: str, known: Sequence[str]) -> None:
         close = closest(entry.key, known)
         guess = f"did you mean {close!r}? " if close else ""
@@ -556,6 +608,7 @@ class _Loader:
         ignored = False
         platform: str | None = None
         python: str | None = None
+        push = PushSettings()
         data: dict[str, str] = {}
         has_components = False
         for entry in section.entries:
@@ -583,6 +636,8 @@ class _Loader:
                         "write e.g. 'python = 3.12' (major.minor of the host's python3; "
                         "consign's runtime needs 3.11 or newer)",
                     )
+            elif key in PUSH_KEYS:
+                push = self.push_setting(entry, push, f"[host:{name}]")
             elif key == "ignore":
                 flag = _boolean(value)
                 if flag is None:
@@ -607,7 +662,7 @@ class _Loader:
                 self.unknown_key(
                     entry,
                     f"[host:{name}]",
-                    ["components", "platform", "python", "ignore", "data-NAME"],
+                    ["components", "platform", "python", "ignore", "data-NAME", *PUSH_KEYS],
                 )
         if not has_components:
             self.note(section.line, f"host {name!r} lists no components: it deploys nothing")
@@ -620,6 +675,7 @@ class _Loader:
             data=tuple(sorted(data.items())),
             location=self.at(section.line),
             python=python,
+            push=push,
         )
 
     def valid_host_name(self, name: str, line: int) -> bool:
@@ -738,6 +794,7 @@ class _Loader:
                 data=host.data,
                 location=host.location,
                 python=host.python or settings.python,
+                push=host.push.over(settings.push),
             )
             for host in by_name.values()
         ]
@@ -927,6 +984,7 @@ _ENVIRONMENT_KEYS = (
     "branch",
     "sign_key",
     "python",
+    *PUSH_KEYS,
 )
 
 _IGNORED_ENVIRONMENT_KEYS = {

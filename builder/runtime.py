@@ -14,6 +14,7 @@ with the same requirements and target share one build.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.metadata
 import json
@@ -25,9 +26,11 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -356,8 +359,7 @@ def _explain(output: str, requirements: Requirements, target: Target) -> Runtime
             + tail,
         )
     if "conflict" in output.lower() or "ResolutionImpossible" in output:
-        cause = re.search(r"The conflict is caused by:\n((?:\s+\S.*\n?)+)", output)
-        lines = [line.strip() for line in cause.group(1).splitlines()] if cause else []
+        lines = _conflict_causes(output)
         named = [
             where
             for line in lines
@@ -372,6 +374,22 @@ def _explain(output: str, requirements: Requirements, target: Target) -> Runtime
             f"own pins are {', '.join(pins())}); pin versions that agree",
         )
     return RuntimeBuildError(f"building the runtime failed for {target.describe()}", hint=tail)
+
+
+def _conflict_causes(output: str) -> list[str]:
+    """The lines under pip's "The conflict is caused by:", up to the blank
+    line that ends them (pex prefixes each line of pip's with "pip: ")."""
+    text = [re.sub(r"^pip:\s?", "", line).strip() for line in output.splitlines()]
+    try:
+        start = text.index("The conflict is caused by:") + 1
+    except ValueError:
+        return []
+    causes = []
+    for line in text[start:]:
+        if not line:
+            break
+        causes.append(line)
+    return causes
 
 
 def build_runtime(
@@ -444,9 +462,13 @@ class ImportAudit:
 
     While active, the runtime's site-packages come first on ``sys.path``, so
     components import the versions hosts will run. Afterwards
-    :meth:`foreign` names every module that configure imported from outside
-    the runtime, the standard library and the repository: on a host that
-    import would fail, so the build fails now.
+    :meth:`foreign` names every module imported from outside the runtime,
+    the standard library and the repository: on a host that import would
+    fail, so the build fails now. It sees both kinds of import: modules
+    loaded for the first time while configuring (wherever the import
+    statement is), and ``import`` statements in the repository's code of
+    modules the builder had loaded before (typer, rich, ...), which Python
+    answers from ``sys.modules`` without looking at the path.
     """
 
     def __init__(self, site_packages: Path, repository: Path) -> None:
@@ -454,19 +476,49 @@ class ImportAudit:
         self.repository = str(repository)
         self.before: set[str] = set()
         self.new: dict[str, str] = {}
+        # Top-level names the repository's code imported while active.
+        self.requested: set[str] = set()
         self.names = {_top_level_name(entry) for entry in os.listdir(self.site)}
+        self._import: Callable[..., Any] | None = None
 
     def __enter__(self) -> ImportAudit:
         self.before = set(sys.modules)
         sys.path.insert(0, self.site)
+        original = builtins.__import__
+        self._import = original
+        repository = self.repository + os.sep
+        requested = self.requested
+
+        def audited_import(
+            name: str,
+            globals: Mapping[str, object] | None = None,
+            locals: Mapping[str, object] | None = None,
+            fromlist: Sequence[str] | None = (),
+            level: int = 0,
+        ) -> types.ModuleType:
+            if level == 0 and globals is not None:
+                importer = globals.get("__file__")
+                if isinstance(importer, str) and importer.startswith(repository):
+                    requested.add(name.split(".", 1)[0])
+            module: types.ModuleType = original(name, globals, locals, fromlist, level)
+            return module
+
+        builtins.__import__ = audited_import
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._import is not None:
+            builtins.__import__ = self._import
+            self._import = None
         if self.site in sys.path:
             sys.path.remove(self.site)
         for name in set(sys.modules) - self.before:
             module = sys.modules.get(name)
             location = getattr(module, "__file__", None)
+            if isinstance(location, str):
+                self.new[name] = location
+        for name in self.requested - set(self.new):
+            location = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(location, str):
                 self.new[name] = location
 
@@ -476,6 +528,8 @@ class ImportAudit:
         for name, location in sorted(self.new.items()):
             top = name.split(".", 1)[0]
             if top in self.names or location.startswith((self.site, self.repository)):
+                continue
+            if top in sys.stdlib_module_names:
                 continue
             in_stdlib = location.startswith(tuple(stdlib)) and not any(
                 part in ("site-packages", "dist-packages") for part in Path(location).parts

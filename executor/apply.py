@@ -1,11 +1,15 @@
 """Applying a bundle on this host.
 
-Accept the bundle first (:mod:`executor.verify`: trust, signature,
-manifest, target, serial, blob hashes); unpack the repository snapshot
-into the store and make the bundle's runtime environment (both checked as
-they are unpacked); record the bundle as accepted; then hand the model and
-the repository to the runtime in a child process (:mod:`executor.child`),
-which configures this host's roots and deploys them, and read its report.
+Under the state directory's lock (:mod:`executor.lock`): accept the bundle
+first (:mod:`executor.verify`: trust, signature, manifest, target, serial,
+blob hashes); unpack the repository snapshot into the store and make the
+bundle's runtime environment (both checked as they are unpacked); record
+the bundle as accepted and keep it as a generation
+(:mod:`executor.generations`); then hand the model and the repository to
+the runtime in a child process (:mod:`executor.child`), which configures
+this host's roots and deploys them, and read its report. A successful run
+makes its generation current. Every run, refused or not, is recorded
+(:mod:`executor.records`).
 
 The executor never decodes the model itself: the runtime that built it
 reads it, so a host executor of another consign version can still apply.
@@ -21,21 +25,33 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import canonical
 from .bundle import VerifiedBundle
-from .errors import BundleError, ConsignError, RunTimeoutError, RuntimeFailure, StateError
+from . import generations
+from .errors import (
+    BundleError,
+    ConsignError,
+    LockedError,
+    RefusedError,
+    RunTimeoutError,
+    RuntimeFailure,
+    StateError,
+)
 from .fs import die_with_parent
+from .generations import Generation
+from .lock import DEFAULT_WAIT_SECONDS, state_lock
 from .manifest import MAX_MODEL_BYTES
 from .outcome import RootOutcome, RootStatus
 from .protocol import ProtocolError, RunReport, RunRequest
 from .run import FileDiff, Level, LogEntry
-from .runtime import READY, prepare_runtime, runtime_directory
+from .records import RunRecord, append_audit, record_run
+from .runtime import READY, prepare_runtime, remove_stale_work, runtime_directory
 from .snapshot import extract_tar
-from .state import DEFAULT_STATE_DIR, prepare_directory, save_state
+from .state import DEFAULT_STATE_DIR, load_state, prepare_directory, save_state
 from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
 
 
@@ -60,6 +76,19 @@ class ApplyOptions:
     now: int | None = None
     # Where runtime environments are made [default: STATE/runtimes].
     runtime_directory: str | None = None
+    # How long to wait for another apply holding the lock.
+    wait: float = DEFAULT_WAIT_SECONDS
+    # Where to write Prometheus metrics after the run (host config `metrics`).
+    metrics_path: str | None = None
+    # Re-applying a kept generation (executor rollback): recorded as such.
+    # The generation is `rollback_to`, else the previous one; `bundle` is
+    # then replaced by that generation's kept bundle.
+    rollback: bool = False
+    rollback_to: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "dry-run" if self.dry_run else "rollback" if self.rollback else "apply"
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(
@@ -69,7 +98,7 @@ class ApplyOptions:
             trust_file=self.trust_file,
             revoked_file=self.revoked_file,
             state_directory=self.state_directory,
-            allow_downgrade=self.allow_downgrade,
+            allow_downgrade=self.allow_downgrade or self.rollback,
             now=self.now,
         )
 
@@ -87,6 +116,9 @@ class ApplyResult:
     diffs: tuple[FileDiff, ...] = ()
     error: ConsignError | None = None
     target_directory: str = ""
+    # The generation this run applied (None for a dry run).
+    generation: int | None = None
+    kind: str = "apply"
 
     @property
     def changed(self) -> tuple[str, ...]:
@@ -126,6 +158,8 @@ class ApplyResult:
             "error": None if self.error is None else self.error.to_json(),
             "target_directory": self.target_directory,
             "duration_s": round(self.duration_s, 6),
+            "generation": self.generation,
+            "kind": self.kind,
         }
 
 
@@ -208,24 +242,148 @@ def _model_bytes(bundle: VerifiedBundle) -> bytes:
     return data
 
 
+@dataclass
+class _Run:
+    """What is known about a run so far, for its record."""
+
+    options: ApplyOptions
+    started: float = field(default_factory=time.time)
+    clock: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+    bundle: VerifiedBundle | None = None
+    generation: Generation | None = None
+    mark: float = field(default_factory=time.monotonic)
+
+    def phase(self, name: str) -> None:
+        """The phase `name` ended now."""
+        now = time.monotonic()
+        self.phases[name] = now - self.mark
+        self.mark = now
+
+    def record(self, result: str, error: ConsignError | None, changed: tuple[str, ...] = ()) -> RunRecord:
+        manifest = None if self.bundle is None else self.bundle.manifest
+        return RunRecord(
+            kind=self.options.kind,
+            result=result,
+            started=self.started,
+            duration_s=time.monotonic() - self.clock,
+            bundle_path=self.options.bundle,
+            host=manifest.host if manifest else self.options.host,
+            environment=manifest.environment if manifest else self.options.environment,
+            bundle=None if self.bundle is None else self.bundle.digest,
+            serial=manifest.serial if manifest else None,
+            commit=manifest.source.commit if manifest else None,
+            generation=None if self.generation is None else self.generation.number,
+            changed=changed,
+            phases=dict(self.phases),
+            error=None if error is None else error.to_json(),
+            pid=os.getpid(),
+        )
+
+
 def apply_bundle(options: ApplyOptions) -> ApplyResult:
     """Accept, unpack, configure and deploy one bundle; see the module doc.
 
-    Raises RefusedError (a bundle this host does not accept) or StateError
-    before anything changes. A run that fails returns a result with an error.
+    Raises RefusedError (a bundle this host does not accept), LockedError
+    (another apply did not finish in time) or StateError before anything
+    changes. A run that fails returns a result with an error. Either way
+    the run is recorded in the state directory's status and audit log.
     """
+    run = _Run(options)
+    state_directory = options.state_directory
     with contextlib.ExitStack() as cleanup:
-        return _apply(options, cleanup)
+        if options.dry_run:
+            # A dry run writes nothing of the host's own, not even a lock
+            # file; it waits for an apply only when there is a state.
+            if os.path.isdir(state_directory):
+                _lock(run, cleanup)
+        else:
+            prepare_directory(state_directory)
+            _lock(run, cleanup)
+            remove_stale_work(state_directory, options.runtime_directory)
+        try:
+            if options.rollback:
+                run.options = replace(options, bundle=_rollback_bundle(options))
+            result = _apply(run, cleanup)
+        except ConsignError as error:
+            refused = isinstance(error, RefusedError)
+            _record(run, "refused" if refused else "failed", error)
+            raise
+        notes = _record(run, "ok" if result.error is None else "failed", result.error, result.changed)
+        if notes:
+            log = tuple(LogEntry("", note, Level.WARNING) for note in notes)
+            result = replace(result, log=(*result.log, *log))
+        return result
 
 
-def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
-    started = time.monotonic()
+def _rollback_bundle(options: ApplyOptions) -> str:
+    """The kept bundle of the generation a rollback goes to."""
+    state_directory = options.state_directory
+    state = load_state(state_directory)
+    number = options.rollback_to if options.rollback_to is not None else state.previous
+    if number is None:
+        raise StateError(
+            "there is no previous generation to roll back to",
+            hint="'executor status' lists the generations kept; name one: executor rollback N",
+        )
+    if number == state.current:
+        raise StateError(
+            f"generation {number} is already current",
+            hint="name another generation ('executor status' lists them)",
+        )
+    return generations.find(state_directory, number).bundle_path(state_directory)
+
+
+def _lock(run: _Run, cleanup: contextlib.ExitStack) -> None:
+    options = run.options
+    try:
+        cleanup.enter_context(
+            state_lock(options.state_directory, f"{options.kind} {options.bundle}", options.wait)
+        )
+    except LockedError as error:
+        # The holder owns status and metrics; the audit log takes a line.
+        with contextlib.suppress(OSError):
+            append_audit(options.state_directory, run.record("locked", error).to_json())
+        raise
+    run.mark = time.monotonic()
+    run.phases["lock"] = run.mark - run.clock
+
+
+def _record(
+    run: _Run, result: str, error: ConsignError | None, changed: tuple[str, ...] = ()
+) -> list[str]:
+    """Record the run; notes about records that could not be written."""
+    options = run.options
+    if not os.path.isdir(options.state_directory):
+        return []
+    record = run.record(result, error, changed)
+    if options.dry_run:
+        try:
+            append_audit(options.state_directory, record.to_json())
+        except OSError as exc:
+            return [f"cannot append to the audit log: {exc.strerror}"]
+        return []
+    notes = []
+    if run.bundle is not None and result in ("failed", "refused"):
+        try:
+            state = load_state(options.state_directory)
+            save_state(options.state_directory, state.failure(run.bundle.digest))
+        except StateError as exc:
+            notes.append(exc.message)
+    return notes + record_run(options.state_directory, record, options.metrics_path)
+
+
+def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
+    options = run.options
+    started = run.clock
     acceptance = accept_bundle(options.verify_options())
     bundle = acceptance.bundle
+    run.bundle = bundle
     manifest = bundle.manifest
     model = _model_bytes(bundle)
+    run.phase("verify")
     notes = [LogEntry("", note, Level.WARNING) for note in acceptance.notes]
-    if acceptance.downgrade_from is not None:
+    if acceptance.downgrade_from is not None and not options.rollback:
         notes.append(
             LogEntry(
                 "",
@@ -248,16 +406,23 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
             cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
         )
         repository = unpack_snapshot(bundle, scratch / "store")
+        run.phase("unpack")
         python = prepare_runtime(bundle, scratch / "runtimes", options.timeout)
     else:
-        prepare_directory(options.state_directory)
         repository = unpack_snapshot(bundle, cached.parent)
+        run.phase("unpack")
         python = prepare_runtime(bundle, runtimes, options.timeout)
+    run.phase("runtime")
+    now = options.now if options.now is not None else int(time.time())
     if not options.dry_run:
-        now = options.now if options.now is not None else int(time.time())
         accepted = acceptance.state.accept(
-            bundle.manifest.environment, bundle.manifest.serial, bundle.digest, now
+            bundle.manifest.environment,
+            bundle.manifest.serial,
+            bundle.digest,
+            now,
+            rollback=options.rollback,
         )
+        run.generation = generations.record(bundle, options.state_directory, now)
         save_state(options.state_directory, accepted)
     target = None if options.target_directory is None else os.path.abspath(options.target_directory)
     report = run_runtime(
@@ -277,6 +442,12 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
         cleanup,
         limit=options.timeout,
     )
+    run.phase("run")
+    if run.generation is not None and report.error is None:
+        notes += [
+            LogEntry("", note, Level.WARNING)
+            for note in _switch(options.state_directory, run.generation, bundle.digest)
+        ]
     return ApplyResult(
         host=manifest.host,
         environment=manifest.environment,
@@ -289,7 +460,27 @@ def _apply(options: ApplyOptions, cleanup: contextlib.ExitStack) -> ApplyResult:
         diffs=report.diffs,
         error=report.error,
         target_directory=report.target_directory or target or "",
+        generation=None if run.generation is None else run.generation.number,
+        kind=options.kind,
     )
+
+
+def _switch(state_directory: str, generation: Generation, digest: str) -> list[str]:
+    """Make `generation` current: the state first (it is the truth), then
+    the links; notes about links that could not be updated."""
+    state = load_state(state_directory)
+    switched = state.switched(generation.number).succeeded(digest)
+    if switched != state:
+        save_state(state_directory, switched)
+    try:
+        generations.link(state_directory, generations.PREVIOUS_LINK, switched.previous)
+        generations.link(state_directory, generations.CURRENT_LINK, switched.current)
+    except OSError as exc:
+        return [
+            f"cannot update the generation links in {state_directory}: {exc.strerror} "
+            "(the state records the switch; the next apply repairs them)"
+        ]
+    return []
 
 
 # Past the run's own time limit, the runtime gets this long to report
@@ -342,7 +533,8 @@ def run_runtime(
             )
         )
     except BaseException:
-        _kill(process)
+        # The executor is stopping (SIGTERM, ^C): let the runtime clean up.
+        _kill(process, TERM_GRACE)
         raise
     text = _tail(output_path)
     if not report_path.is_file():
@@ -373,9 +565,15 @@ def run_runtime(
 _WITHHELD = ("PYTHON", "PEX", "VIRTUAL_ENV", "CONDA_", "CONSIGN_", "__PYVENV")
 
 
+# consign's settings the runtime itself reads.
+_PASSED = ("CONSIGN_DNS",)
+
+
 def runtime_environment() -> dict[str, str]:
     """The executor's environment, minus what must not reach deployment code."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD)}
+    return {
+        k: v for k, v in os.environ.items() if k in _PASSED or not k.startswith(_WITHHELD)
+    }
 
 
 def _tail(path: Path) -> str:
@@ -390,7 +588,18 @@ def _failed_report(error: ConsignError) -> RunReport:
     return RunReport((), (), (), error, "")
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+# How long the runtime gets to clean up after SIGTERM before SIGKILL.
+TERM_GRACE = 5.0
+
+
+def _kill(process: subprocess.Popen[bytes], grace: float = 0.0) -> None:
+    """Stop the runtime and what it started: SIGTERM first when there is a
+    `grace` (it removes its temporary files), then SIGKILL to the group."""
+    if grace > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()

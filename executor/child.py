@@ -11,6 +11,7 @@ happens in here.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -101,7 +102,14 @@ def _write_report(path: str, text: str) -> None:
     os.rename(temporary, path)
 
 
+def _stop(signum: int, _frame: object) -> None:
+    # SIGTERM from the executor (stopping, or past the time limit): unwind,
+    # so that temporary directories and files are removed on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     with open(sys.argv[1], encoding="utf-8") as f:
         request = RunRequest.from_json(f.read())
     try:

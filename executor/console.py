@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .errors import ConsignError, ExitCode, exit_code_for
+from .errors import ConsignError, ExitCode, LockedError, RefusedError, exit_code_for
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -130,7 +130,11 @@ def refused_json(
             "host": host,
             "environment": None,
             "bundle": bundle,
-            "status": "refused",
+            "status": "refused"
+            if isinstance(error, RefusedError)
+            else "locked"
+            if isinstance(error, LockedError)
+            else "failed",
             "error": error.to_json(),
         }
 

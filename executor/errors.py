@@ -16,6 +16,8 @@ such by the command line.
     │   └── ModeError              a file mode that is not octal or rwx notation
     ├── ErrorList                  several errors at once (a build, a host's configure)
     ├── StateError                 the state directory cannot be read or written
+    ├── LockedError                another apply holds the state directory's lock
+    ├── HostConfigError            the executor config (executor.toml) is unusable
     ├── RuntimeFailure             the bundle's runtime cannot be made, started, or crashed
     ├── ReportedError (protocol)   an error the runtime reported, with its code and traceback
     │   (from the runtime: InternalError, a bug; ModelError, a model it cannot read)
@@ -172,6 +174,18 @@ class StateError(ConsignError):
     code = "state-directory"
 
 
+class LockedError(ConsignError):
+    """Another executor holds the state directory's lock (see executor.lock)."""
+
+    code = "locked"
+
+
+class HostConfigError(ConsignError):
+    """The executor config (/etc/consign/executor.toml) cannot be used."""
+
+    code = "host-config"
+
+
 class RuntimeFailure(ConsignError):
     """The bundle's runtime cannot be made, started, or did not report."""
 
@@ -274,9 +288,12 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # the command line is wrong
     REFUSED = 3  # input refused: not a bundle, damaged, for another host
     INTERNAL = 4  # a bug in consign
+    LOCKED = 5  # another apply held the lock for longer than --wait
 
 
 def exit_code_for(error: ConsignError) -> ExitCode:
     if isinstance(error, RefusedError):
         return ExitCode.REFUSED
+    if isinstance(error, LockedError):
+        return ExitCode.LOCKED
     return ExitCode.FAILED

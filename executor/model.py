@@ -9,6 +9,7 @@ every field and names the path of the first bad one.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -209,6 +210,8 @@ def _requirement(value: object, path: str) -> RequirementRecord:
     values = f.raw("values")
     if not isinstance(values, list):
         raise DecodeError(f.path("values"), f"expected an array, got {shown(values)}")
+    for index, item in enumerate(values):
+        check_frozen(item, f"{f.path('values')}[{index}]")
     requirement = RequirementRecord(
         key=f.string("key"), host=f.optional_string("host"), values=tuple(values)
     )
@@ -216,21 +219,35 @@ def _requirement(value: object, path: str) -> RequirementRecord:
     return requirement
 
 
-def _addresses(value: object, path: str) -> tuple[str, ...] | None:
+def _ip(value: object, path: str, version: int | None = None) -> str:
+    text = str_item(value, path)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise DecodeError(path, f"expected an IP address, got {shown(text)}") from None
+    if version is not None and address.version != version:
+        raise DecodeError(path, f"expected an IPv{version} address, got {shown(text)}")
+    return text
+
+
+def _addresses(value: object, path: str, version: int | None = None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list):
         raise DecodeError(path, f"expected an array or nil, got {shown(value)}")
-    return tuple(str_item(item, f"{path}[{i}]") for i, item in enumerate(value))
+    return tuple(_ip(item, f"{path}[{i}]", version) for i, item in enumerate(value))
 
 
 def _resolver(value: object, path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(value, dict):
         raise DecodeError(path, f"expected a map, got {shown(value)}")
-    return tuple(
-        (name, _addresses(addresses, f"{path}[{name!r}]") or ())
-        for name, addresses in sorted(value.items())
-    )
+    entries = []
+    for name, addresses in sorted(value.items()):
+        where = f"{path}[{name!r}]"
+        if not isinstance(addresses, list):
+            raise DecodeError(where, f"expected an array, got {shown(addresses)}")
+        entries.append((name, _addresses(addresses, where) or ()))
+    return tuple(entries)
 
 
 def _dns(value: object, path: str) -> tuple[DnsRecord, ...]:
@@ -240,10 +257,91 @@ def _dns(value: object, path: str) -> tuple[DnsRecord, ...]:
     for name, families in sorted(value.items()):
         f = Fields(families, f"{path}[{name!r}]")
         records.append(
-            DnsRecord(name, _addresses(f.raw("v4"), f.path("v4")), _addresses(f.raw("v6"), f.path("v6")))
+            DnsRecord(
+                name,
+                _addresses(f.raw("v4"), f.path("v4"), 4),
+                _addresses(f.raw("v6"), f.path("v6"), 6),
+            )
         )
         f.done()
     return tuple(records)
+
+
+# Frozen values (executor.frozen): plain data, and maps tagged with "$".
+_FROZEN_DEPTH = 16
+_FAMILIES = (True, False, "optional")
+
+
+def _port(f: Fields, value: dict[str, Any], *, optional: bool) -> None:
+    port = f.raw("port")
+    if port is None and optional:
+        return
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        raise DecodeError(f.path("port"), f"expected a port, got {shown(port)}")
+
+
+def check_frozen(value: object, path: str, depth: int = 0) -> None:
+    """Refuse a frozen value the host could not thaw (executor.frozen)."""
+    if depth > _FROZEN_DEPTH:
+        raise DecodeError(path, "nested too deeply")
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_frozen(item, f"{path}[{index}]", depth + 1)
+        return
+    if not isinstance(value, dict) or "$" not in value:
+        raise DecodeError(path, f"expected a frozen value, got {shown(value)}")
+    f = Fields(value, path)
+    tag = f.string("$")
+    if tag == "float":
+        text = f.string("value")
+        try:
+            number = float(text)
+        except ValueError:
+            raise DecodeError(f.path("value"), f"expected a number, got {shown(text)}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise DecodeError(f.path("value"), f"expected a finite number, got {shown(text)}")
+    elif tag == "bytes":
+        if not isinstance(f.raw("value"), bytes):
+            raise DecodeError(f.path("value"), f"expected bytes, got {shown(value['value'])}")
+    elif tag == "dict":
+        items = f.mapping("items")
+        for key in list(value["items"]):
+            check_frozen(items.raw(key), items.path(key), depth + 1)
+        items.done()
+    elif tag == "netloc":
+        f.string("host")
+        _port(f, value, optional=True)
+    elif tag == "address":
+        f.string("host")
+        _port(f, value, optional=False)
+        for key, version in (("listen", 4), ("listen_v6", 6)):
+            if f.raw(key) is not None:
+                _ip(value[key], f.path(key), version)
+        for key in ("require_v4", "require_v6"):
+            if f.raw(key) not in _FAMILIES:
+                raise DecodeError(
+                    f.path(key), f"expected true, false or 'optional', got {shown(value[key])}"
+                )
+    elif tag == "host":
+        f.string("name")
+        f.string("fqdn")
+    elif tag == "component":
+        f.string("class")
+        f.string("breadcrumb")
+        host = f.raw("host")
+        if host is not None:
+            check_frozen(host, f.path("host"), depth + 1)
+            if host.get("$") != "host":
+                raise DecodeError(f.path("host"), "expected a frozen host")
+        attributes = f.mapping("attributes")
+        for key in list(value["attributes"]):
+            check_frozen(attributes.raw(key), attributes.path(key), depth + 1)
+        attributes.done()
+    else:
+        raise DecodeError(path, f"unknown kind of frozen value {shown(tag)}")
+    f.done()
 
 
 def _skipped(value: object, path: str) -> SkippedRoot:

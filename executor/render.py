@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.markup import escape
 
 from .apply import ApplyResult, ApplyStatus
-from .console import print_error, stdout
+from .host import GcResult, HostStatus
+from .console import print_error, print_note, size, stdout
 from .outcome import RootStatus
 from .run import Level
 
@@ -36,8 +39,103 @@ def render_result(result: ApplyResult, verbose: bool) -> None:
     count = len(result.changed)
     summary = f"{count} component{'s' if count != 1 else ''} {verb} in {result.duration_s:.2f}s"
     if result.status is ApplyStatus.OK:
+        if result.generation is not None:
+            what = "rolled back to" if result.kind == "rollback" else "now runs"
+            summary += f"; {escape(result.host)} {what} generation {result.generation}"
         stdout.print(f"[bold green]ok[/]: {summary}")
     else:
         assert result.error is not None
         print_error(result.error, verbose=verbose)
         stdout.print(f"[bold red]failed[/]: {summary} before the failure")
+
+
+def _when(seconds: float | int | None) -> str:
+    if not seconds:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def render_status(report: HostStatus) -> None:
+    state = report.state
+    current = report.generation(state.current)
+    host = (current.host if current else None) or (report.status.last_run or {}).get("host") or "?"
+    stdout.print(
+        f"[bold]{escape(str(host))}[/] ({escape(state.environment or 'no environment yet')}), "
+        f"state {escape(report.state_directory)}"
+    )
+    if current is None:
+        stdout.print("  current      [yellow]none: no apply succeeded here yet[/]")
+    else:
+        source = current.commit or "(no commit)"
+        stdout.print(
+            f"  current      generation {current.number}: serial {current.serial}, "
+            f"bundle {current.digest[:12]}, source {escape(source)}"
+            f"{' (dirty)' if current.dirty else ''}"
+        )
+    if state.previous is not None:
+        stdout.print(f"  previous     generation {state.previous}")
+    stdout.print(f"  serial floor {state.highest_serial if state.highest_serial is not None else '-'}")
+    run = report.status.last_run
+    if run:
+        changed = len(run.get("changed") or [])
+        result = str(run.get("result"))
+        style = "green" if result == "ok" else "red"
+        stdout.print(
+            f"  last run     [{style}]{escape(result)}[/] ({escape(str(run.get('kind')))}, "
+            f"{_when(run.get('started'))}, {float(run.get('duration_s') or 0):.2f}s, "
+            f"{changed} component{'s' if changed != 1 else ''} changed)"
+        )
+        error = run.get("error")
+        if isinstance(error, dict):
+            stdout.print(f"               {escape(str(error.get('message')))}")
+        phases = run.get("phases") or {}
+        if phases:
+            order = ["lock", "verify", "unpack", "runtime", "run"]
+            names = sorted(phases, key=lambda k: order.index(k) if k in order else len(order))
+            listed = ", ".join(f"{k} {float(phases[k]):.2f}s" for k in names)
+            stdout.print(f"               [dim]{escape(listed)}[/]")
+    success = report.status.last_success
+    stdout.print(
+        "  last success "
+        + (
+            f"{_when(success.get('started'))} (generation {success.get('generation')})"
+            if success
+            else "never"
+        )
+    )
+    if report.holder is not None:
+        stdout.print(f"  [yellow]locked[/]       by {escape(report.holder.describe())}")
+    if report.generations:
+        stdout.print("  generations")
+        for generation in report.generations:
+            marks = [
+                label
+                for label, number in (("current", state.current), ("previous", state.previous))
+                if number == generation.number
+            ]
+            failed = " [red]failed[/]" if generation.digest in state.failed else ""
+            stdout.print(
+                f"    {generation.number:>4}  serial {generation.serial}, bundle "
+                f"{generation.digest[:12]}, received {_when(generation.received)}"
+                f"{failed}{' (' + ', '.join(marks) + ')' if marks else ''}"
+            )
+    for entry in report.recent:
+        stdout.print(
+            f"  [dim]{_when(entry.get('started'))} {escape(str(entry.get('kind')))} "
+            f"{escape(str(entry.get('result')))} {escape(str(entry.get('bundle_path')))}[/]"
+        )
+
+
+def render_gc(result: GcResult) -> None:
+    verb = "would remove" if result.dry_run else "removed"
+    for note in result.notes:
+        print_note(note)
+    for path in result.removed_paths:
+        stdout.print(f"  [yellow]{verb}[/] {escape(path)}")
+    kept = ", ".join(str(n) for n in result.kept) or "none"
+    count = len(result.removed_generations)
+    stdout.print(
+        f"[bold green]ok[/]: {verb} {count} generation{'s' if count != 1 else ''} and "
+        f"{len(result.removed_paths) - count} other entries, {size(result.freed_bytes)}; "
+        f"kept generations {kept}"
+    )

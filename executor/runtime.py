@@ -15,10 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .bundle import VerifiedBundle
 from .errors import RuntimeFailure
+from .generations import GENERATIONS_DIR, remove_tree
 from .manifest import Manifest
 from .state import check_private
 
@@ -42,8 +44,10 @@ def _version_of(python: str) -> str | None:
 
 def _trusted(path: str) -> bool:
     """Only an interpreter nobody but root (or we) could have put there runs
-    deployments: the file and its directory are not writable by others."""
-    for candidate in (os.path.realpath(path), os.path.dirname(os.path.realpath(path))):
+    deployments: the file, its directory and, for a link, the link's own
+    directory are not writable by others."""
+    real = os.path.realpath(path)
+    for candidate in (os.path.dirname(path), real, os.path.dirname(real)):
         try:
             status = os.stat(candidate)
         except OSError:
@@ -53,16 +57,28 @@ def _trusted(path: str) -> bool:
     return True
 
 
+def _on_path(name: str) -> list[str]:
+    """Every executable `name` in PATH's absolute directories, in order."""
+    found = []
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory, name)
+        if os.path.isabs(directory) and os.path.isfile(path) and os.access(path, os.X_OK):
+            found.append(path)
+    return found
+
+
 def find_python(version: str | None) -> str:
     """An interpreter of `version` (X.Y) on this host; this one when it fits,
-    else python3.X or python3 from PATH if their files are trusted."""
+    else the first trusted python3.X or python3 on PATH (untrusted ones are
+    passed over). The path returned is the interpreter's real file, so a
+    link changed later cannot redirect it."""
     own = f"{sys.version_info.major}.{sys.version_info.minor}"
     if version is None or version == own:
         return sys.executable
     for name in (f"python{version}", "python3"):
-        path = shutil.which(name)
-        if path and _trusted(path) and _version_of(path) == version:
-            return path
+        for path in _on_path(name):
+            if _trusted(path) and _version_of(os.path.realpath(path)) == version:
+                return os.path.realpath(path)
     raise RuntimeFailure(
         f"this bundle's runtime needs Python {version}, and this host has none "
         f"(the executor runs Python {own})",
@@ -169,3 +185,40 @@ def prepare_runtime(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return python
+
+
+# A work directory in a runtime directory that other state directories may
+# share is another executor's until it is this old.
+STALE_WORK_SECONDS = 3600.0
+
+
+def remove_stale_work(state_directory: str, runtime_dir: str | None) -> list[str]:
+    """Remove what interrupted runs left behind (work directories named
+    ``.*``) in the store, the generations and the runtime directory.
+
+    Called under the state directory's lock: nothing in the state directory
+    is anyone else's work. A runtime directory elsewhere may be shared, so
+    there only work directories older than STALE_WORK_SECONDS go.
+    """
+    removed: list[str] = []
+    runtimes = runtime_directory(state_directory, runtime_dir)
+    own = Path(state_directory).resolve()
+    places = [own / "store", own / GENERATIONS_DIR, runtimes]
+    now = time.time()
+    for place in places:
+        try:
+            entries = list(os.scandir(place))
+        except OSError:
+            continue
+        shared = not runtimes.resolve().is_relative_to(own) and place == runtimes
+        for entry in entries:
+            if not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                if shared and now - entry.stat(follow_symlinks=False).st_mtime < STALE_WORK_SECONDS:
+                    continue
+                remove_tree(Path(entry.path))
+            except OSError:
+                continue
+            removed.append(entry.path)
+    return removed

@@ -2,8 +2,10 @@
 
 ``state.msgpack`` (canonical msgpack, written atomically) holds the
 environment the host belongs to, the highest serial it accepted (a floor
-that never drops, except by an explicit ``executor reset-serial``), and the
-record of every downgrade and reset an operator allowed. An attacker who controls the network or the
+that never drops, except by an explicit ``executor reset-serial``), the
+record of every downgrade, reset and rollback an operator allowed, the
+current and previous generation (one write switches both), and the digests
+of bundles that were refused or failed to apply. An attacker who controls the network or the
 bundles cannot write here, which is what makes rollback protection work.
 """
 
@@ -15,16 +17,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import canonical
-from .decode import DecodeError, Fields
+from .decode import DecodeError, Fields, str_item
 from .errors import StateError
 from .fs import write_atomic
 
 DEFAULT_STATE_DIR = "/var/lib/consign"
 STATE_FILE = "state.msgpack"
-STATE_VERSION = 1
+STATE_VERSION = 2
+# Version 1 (before generations) is read as a state without generations.
+_READABLE_VERSIONS = (1, 2)
 MAX_STATE_BYTES = 16 << 20
-# Keep the record of downgrades and resets bounded.
+# Keep the records of downgrades, resets and failures bounded.
 MAX_HISTORY = 100
+MAX_FAILED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +39,8 @@ class SerialChange:
     kind "downgrade": a bundle older than the newest accepted was applied
     once (--allow-downgrade); the floor stayed. kind "reset": the floor was
     lowered (``executor reset-serial``), e.g. after a stolen key signed a
-    serial far in the future.
+    serial far in the future. kind "rollback": ``executor rollback``
+    applied a kept generation again; the floor stayed.
     """
 
     kind: str
@@ -51,6 +57,11 @@ class HostState:
     highest_serial: int | None = None
     bundle: str | None = None
     history: tuple[SerialChange, ...] = field(default=())
+    # The generation the host runs (its last successful apply), the one before.
+    current: int | None = None
+    previous: int | None = None
+    # Digests of bundles refused or whose apply failed, newest last.
+    failed: tuple[str, ...] = field(default=())
 
     @property
     def downgrades(self) -> tuple[SerialChange, ...]:
@@ -59,18 +70,40 @@ class HostState:
     def _record(self, change: SerialChange) -> tuple[SerialChange, ...]:
         return (*self.history, change)[-MAX_HISTORY:]
 
-    def accept(self, environment: str, serial: int, bundle: str, now: int) -> HostState:
+    def accept(
+        self, environment: str, serial: int, bundle: str, now: int, *, rollback: bool = False
+    ) -> HostState:
         """This state after accepting a bundle; an older one is a recorded downgrade
-        that leaves the floor where it was."""
+        (or rollback) that leaves the floor where it was."""
         history = self.history
         highest = serial if self.highest_serial is None else max(serial, self.highest_serial)
-        if self.highest_serial is not None and serial < self.highest_serial:
+        if rollback:
+            history = self._record(
+                SerialChange("rollback", now, self.highest_serial or 0, serial, bundle)
+            )
+        elif self.highest_serial is not None and serial < self.highest_serial:
             history = self._record(
                 SerialChange("downgrade", now, self.highest_serial, serial, bundle)
             )
         return replace(
             self, environment=environment, highest_serial=highest, bundle=bundle, history=history
         )
+
+    def switched(self, generation: int) -> HostState:
+        """This state with `generation` current and the old current previous."""
+        if generation == self.current:
+            return self
+        return replace(self, current=generation, previous=self.current)
+
+    def failure(self, digest: str) -> HostState:
+        """This state remembering that the bundle `digest` was refused or failed."""
+        failed = tuple(d for d in self.failed if d != digest)
+        return replace(self, failed=(*failed, digest)[-MAX_FAILED:])
+
+    def succeeded(self, digest: str) -> HostState:
+        if digest not in self.failed:
+            return self
+        return replace(self, failed=tuple(d for d in self.failed if d != digest))
 
     def reset(self, serial: int, now: int) -> HostState:
         """This state with its floor set to `serial` (recorded)."""
@@ -94,14 +127,19 @@ def state_to_data(state: HostState) -> dict[str, Any]:
             }
             for c in state.history
         ],
+        "current": state.current,
+        "previous": state.previous,
+        "failed": list(state.failed),
     }
 
 
 def _change(value: object, path: str) -> SerialChange:
     f = Fields(value, path)
     kind = f.string("kind")
-    if kind not in ("downgrade", "reset"):
-        raise DecodeError(f.path("kind"), f"expected 'downgrade' or 'reset', got {kind!r}")
+    if kind not in ("downgrade", "reset", "rollback"):
+        raise DecodeError(
+            f.path("kind"), f"expected 'downgrade', 'reset' or 'rollback', got {kind!r}"
+        )
     change = SerialChange(
         kind=kind,
         time=f.integer("time"),
@@ -116,14 +154,23 @@ def _change(value: object, path: str) -> SerialChange:
 def state_from_data(data: object) -> HostState:
     f = Fields(data, "state")
     version = f.integer("version")
-    if version != STATE_VERSION:
-        raise DecodeError("state.version", f"expected {STATE_VERSION}, got {version}")
+    if version not in _READABLE_VERSIONS:
+        raise DecodeError(
+            "state.version", f"expected one of {list(_READABLE_VERSIONS)}, got {version}"
+        )
     state = HostState(
         environment=f.optional_string("environment"),
         highest_serial=f.optional_integer("highest_serial", minimum=0),
         bundle=f.optional_string("bundle"),
         history=f.array("history", _change),
     )
+    if version >= 2:
+        state = replace(
+            state,
+            current=f.optional_integer("current", minimum=1),
+            previous=f.optional_integer("previous", minimum=1),
+            failed=f.array("failed", str_item),
+        )
     f.done()
     return state
 

@@ -98,3 +98,44 @@ def verified(path: Path) -> VerifiedBundle:
 
 def model_of(path: Path) -> HostModel:
     return decode_model(verified(path).read("model", 1 << 26))
+
+
+# Two hosts: web1 requires the database address db1 provides; names pinned
+# through [resolver] overrides (inspect, diff and discovery tests).
+DISCOVERY_DATABASE = """
+    from batou.component import Component
+    from batou.utils import Address
+
+    class Database(Component):
+        def configure(self):
+            self.address = Address(self.host.fqdn, 5432)
+            self.provide("database", self.address)
+    """
+
+DISCOVERY_WEB = """
+    from batou.component import Component
+    from batou.lib.file import File
+    from batou.utils import Address
+
+    class Web(Component):
+        def configure(self):
+            self.database = self.require_one("database")
+            self.queue = Address("queue.example.com", 5672)
+            self.cache = Address("cache.example.com", 11211)
+            self += File("web.conf", content="{{component.database.connect}}\\n")
+    """
+
+DISCOVERY_ENVIRONMENT = """
+    [environment]
+    host_domain = example.com
+    require_v6 = optional
+
+    [hosts]
+    db1 = database
+    web1 = web
+
+    [resolver]
+    db1.example.com = 192.0.2.1
+    cache.example.com = 192.0.2.2
+    queue.example.com = 192.0.2.3
+    """

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
 import json
 import os
+import re
 import stat
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zstandard
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from rich.console import Console
+from rich.status import Status
+from rich.text import Text
 from typer.testing import CliRunner
 
+import builder.render as render
 from builder.cli import app
+from builder.render import LiveProgress
+from builder.runtime import Step, own_python, pins
 from builder.signing import generate_key, read_public_key
-from tests.bundles import doc_split, flipped, write
-from tests.deployments import build_bundles, deployment, git_commit
+from tests.bundles import doc_join, doc_split, flipped, with_blob, write
+from tests.deployments import (
+    DISCOVERY_DATABASE,
+    DISCOVERY_ENVIRONMENT,
+    DISCOVERY_WEB,
+    build_bundles,
+    deployment,
+    git_commit,
+)
 from tests.keys import signing_key
 
 runner = CliRunner()
@@ -30,6 +50,10 @@ APP = """
         def configure(self):
             self += File("app.conf", content="{{host.data['port']}}\\n")
     """
+
+
+def version(name: str) -> str:
+    return importlib.metadata.version(name)
 
 
 PORTS = """
@@ -330,7 +354,8 @@ def test_diff_lists_model_and_file_changes(bundles: Bundles) -> None:
     assert "  manifest serial: 100 -> 200" in lines
     assert "  model    host.data.port: '80' -> '8080'" in lines
     assert "  file added   README" in lines
-    assert "  file changed environments/prod/environment.cfg" in lines
+    # The environment file stays on the builder: its change shows in the model.
+    assert not [line for line in lines if "environments/" in line]
 
 
 def test_diff_json_lists_the_same_changes(bundles: Bundles) -> None:
@@ -341,9 +366,7 @@ def test_diff_json_lists_the_same_changes(bundles: Bundles) -> None:
     assert data["host"] == "web1"
     assert data["model"] == [{"path": "host.data.port", "old": "80", "new": "8080"}]
     assert {"path": "serial", "old": 100, "new": 200} in data["manifest"]
-    assert data["files"] == {
-        "added": ["README"], "removed": [], "changed": ["environments/prod/environment.cfg"]
-    }  # fmt: skip
+    assert data["files"] == {"added": ["README"], "removed": [], "changed": []}
 
 
 def test_diff_of_a_bundle_with_itself_says_there_is_no_difference(bundles: Bundles) -> None:
@@ -375,3 +398,235 @@ def test_build_check_of_a_committed_repository_says_it_is_reproducible(tmp_path:
 
     assert result.exit_code == 0, result.output
     assert "reproducible: 2 bundles equal a rebuild of " in result.stdout
+
+
+# -- the runtime, other hosts and pinned names in inspect and diff -------------------
+
+
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    """Three builds of two hosts: six 1.16.0 (serial 100), six 1.17.0 (200),
+    six 1.17.0 again (300)."""
+    root = tmp_path_factory.mktemp("bundle-cli-runtimes")
+    repo = deployment(
+        root / "repo",
+        components={"database": DISCOVERY_DATABASE, "web": DISCOVERY_WEB},
+        environments={"prod": DISCOVERY_ENVIRONMENT},
+    )
+    builds = (("old", 100, "1.16.0"), ("new", 200, "1.17.0"), ("again", 300, "1.17.0"))
+    for name, serial, six in builds:
+        (repo / "requirements.txt").write_text(f"six=={six}\n")
+        # A pinned clock: only requirements.txt and the serial differ.
+        build_bundles("prod", repo, out=root / name, serial=serial, clock=lambda: 1_700_000_000)
+    return Bundles(root)
+
+
+def packages(six: str) -> str:
+    """The packages line's list: consign's pins and six, by name."""
+    found = [(canonicalize_name(Requirement(pin).name), pin.split("==")[1]) for pin in pins()]
+    return ", ".join(f"{name} {version}" for name, version in sorted([*found, ("six", six)]))
+
+
+def test_inspect_shows_the_runtime_s_packages_other_hosts_and_pinned_names(
+    runtimes: Bundles,
+) -> None:
+    web = runner.invoke(app, ["inspect", str(runtimes("new", "web1"))])
+    database = runner.invoke(app, ["inspect", str(runtimes("new", "db1"))])
+
+    assert web.exit_code == database.exit_code == 0, web.output + database.output
+    lines = web.stdout.splitlines()
+    assert f"  runtime      Python {own_python()}" in lines
+    assert f"  packages     {packages('1.17.0')}" in lines
+    assert "  applies after db1/database (other hosts)" in lines
+    assert "  dns pinned   2 names: cache.example.com, queue.example.com" in lines
+    # The order of the summary: runtime, packages, dependencies, names, then blobs.
+    starts = [line.split()[0] for line in lines[6:11]]
+    assert starts == ["runtime", "packages", "applies", "dns", "blob"]
+    lines = database.stdout.splitlines()
+    assert f"  packages     {packages('1.17.0')}" in lines
+    assert not any(line.startswith("  applies after") for line in lines)
+    assert "  dns pinned   1 name: db1.example.com" in lines
+
+
+def test_inspect_json_has_packages_other_hosts_and_pinned_names(runtimes: Bundles) -> None:
+    result = runner.invoke(app, ["inspect", str(runtimes("old", "web1")), "--json"])
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["distributions"]["six"] == "1.16.0"
+    assert data["distributions"]["jinja2"] == version("Jinja2")
+    assert sorted(data["distributions"]) == sorted(
+        [canonicalize_name(Requirement(pin).name) for pin in pins()] + ["six"]
+    )
+    assert data["depends_on"] == ["db1/database"]
+    assert data["pinned_names"] == ["cache.example.com", "queue.example.com"]
+
+
+def test_diff_lists_the_runtime_s_changed_distributions(runtimes: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(runtimes("old")), str(runtimes("new"))])
+    data = runner.invoke(app, ["diff", str(runtimes("old")), str(runtimes("new")), "--json"])
+
+    assert result.exit_code == data.exit_code == 0, result.output + data.output
+    lines = result.stdout.splitlines()
+    assert "  runtime  six: '1.16.0' -> '1.17.0'" in lines
+    assert [line for line in lines if line.startswith("  runtime ")] == [
+        "  runtime  six: '1.16.0' -> '1.17.0'"
+    ]
+    assert "  file changed requirements.txt" in lines
+    assert json.loads(data.stdout)["runtime"] == [{"path": "six", "old": "1.16.0", "new": "1.17.0"}]
+
+
+def test_diff_of_builds_with_one_runtime_lists_no_runtime_change(runtimes: Bundles) -> None:
+    result = runner.invoke(app, ["diff", str(runtimes("new")), str(runtimes("again"))])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "  manifest serial: 200 -> 300\n"
+
+
+def test_inspect_of_a_runtime_that_is_no_pex_exits_3(runtimes: Bundles, tmp_path: Path) -> None:
+    raw = b"#!/bin/sh\n"
+    parts = doc_split(runtimes("new").read_bytes())
+    stored = zstandard.ZstdCompressor(level=3).compress(raw)
+    path = write(tmp_path / "web1.bundle", doc_join(with_blob(parts, "runtime", stored, raw=raw)))
+
+    result = runner.invoke(app, ["inspect", str(path)])
+
+    assert result.exit_code == 3
+    assert result.stderr.startswith(
+        f"error: {path}: the runtime is not a pex consign made: File is not a zip file\n"
+    )
+    assert result.stdout == ""
+
+
+# -- progress of long steps ------------------------------------------------------------
+
+
+def console(terminal: bool) -> Console:
+    """A console like the builder's stderr, with colours, writing to memory."""
+    return Console(
+        file=io.StringIO(), force_terminal=terminal, color_system="standard",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+def written(target: Console) -> str:
+    file = target.file
+    assert isinstance(file, io.StringIO)
+    return file.getvalue()
+
+
+def test_progress_off_a_terminal_prints_a_line_per_step_and_results_in_green(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = console(terminal=False)
+    monkeypatch.setattr(render, "stderr", target)
+
+    def forbidden(*args: object, **kw: object) -> None:
+        raise AssertionError("a spinner off a terminal")
+
+    monkeypatch.setattr(target, "status", forbidden)
+    with LiveProgress() as progress:
+        progress(Step("Resolving six==1.17.0"))
+        progress(Step("Downloading six-1.17.0-py2.py3-none-any.whl (11 kB)"))
+        progress(Step("Built the runtime for Python 3.11 (1024 KiB, 2.0 s)", final=True))
+        progress(Step("Resolving [bold]markup[/] is shown as written"))
+
+    assert written(target) == (
+        "\x1b[36mResolving six==1.17.0\x1b[0m\n"
+        "\x1b[36mDownloading six-1.17.0-py2.py3-none-any.whl (11 kB)\x1b[0m\n"
+        "\x1b[32mBuilt the runtime for Python 3.11 (1024 KiB, 2.0 s)\x1b[0m\n"
+        "\x1b[36mResolving [bold]markup[/] is shown as written\x1b[0m\n"
+    )
+
+
+def test_progress_on_a_terminal_runs_one_spinner_from_the_first_step_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = console(terminal=True)
+    monkeypatch.setattr(render, "stderr", target)
+    events: list[tuple[str, str]] = []
+    real_start, real_update, real_stop = Status.start, Status.update, Status.stop
+
+    def text(status: Status) -> str:
+        return status.renderable.text.plain if isinstance(status.renderable.text, Text) else ""
+
+    def start(self: Status) -> None:
+        events.append(("start", text(self)))
+        real_start(self)
+
+    def update(self: Status, *args: Any, **kw: Any) -> None:
+        real_update(self, *args, **kw)
+        events.append(("update", text(self)))
+
+    def stop(self: Status) -> None:
+        events.append(("stop", text(self)))
+        real_stop(self)
+
+    monkeypatch.setattr(Status, "start", start)
+    monkeypatch.setattr(Status, "update", update)
+    monkeypatch.setattr(Status, "stop", stop)
+
+    with LiveProgress() as progress:
+        progress(Step("Reused the runtime", final=True))
+        assert progress.status is None
+        progress(Step("Resolving six==1.17.0"))
+        progress(Step("Installing six"))
+        progress(Step("Built the runtime for Python 3.11 (1024 KiB, 2.0 s)", final=True))
+        assert progress.status is not None
+    assert progress.status is None
+
+    assert events == [
+        ("start", "Resolving six==1.17.0"),
+        ("update", "Installing six"),
+        ("stop", "Installing six"),
+    ]
+    output = written(target)
+    # Results stay on screen, in green, the first one before any spinner.
+    assert output.startswith("\x1b[32mReused the runtime\x1b[0m\n")
+    assert "\x1b[32mBuilt the runtime for Python 3.11 (1024 KiB, 2.0 s)\x1b[0m" in output
+
+
+def test_progress_without_steps_shows_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for terminal in (True, False):
+        target = console(terminal)
+        monkeypatch.setattr(render, "stderr", target)
+        with LiveProgress() as progress:
+            pass
+        assert progress.status is None
+        assert written(target) == ""
+
+
+def test_a_build_with_a_fresh_cache_says_it_built_the_runtime_and_a_second_build_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = Path(os.environ["CONSIGN_CACHE_DIR"])
+    monkeypatch.setenv(
+        "CONSIGN_PEX_ROOT", os.environ.get("CONSIGN_PEX_ROOT") or str(shared / "pex-root")
+    )
+    monkeypatch.setenv("CONSIGN_CACHE_DIR", str(tmp_path / "cache"))
+    repo = deployment(
+        tmp_path / "repo",
+        components={"app": APP},
+        environments={"prod": PORTS},
+        files={"requirements.txt": "six==1.17.0\n"},
+    )
+
+    first = runner.invoke(app, ["build", "prod", "-C", str(repo), *SIGNED])
+    second = runner.invoke(app, ["build", "prod", "-C", str(repo), *SIGNED])
+
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    lines = first.stderr.splitlines()
+    python = own_python()
+    assert lines[0] == (
+        f"Resolving the runtime for Python {python}: dnspython, Jinja2, MarkupSafe, msgpack, six"
+    )
+    assert "Resolving six==1.17.0" in lines
+    built = [line for line in lines if line.startswith("Built the runtime")]
+    assert len(built) == 1
+    assert re.fullmatch(rf"Built the runtime for Python {python} \(\d+ KiB, \d+\.\d s\)", built[0])
+    assert lines[-1] == built[0]
+    assert "ok: 2 bundles for environment prod" in first.stdout
+    # Nothing was resolved or built the second time: nothing is said.
+    assert second.stderr == ""
+    assert "ok: 2 bundles for environment prod" in second.stdout

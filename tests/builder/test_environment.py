@@ -12,6 +12,7 @@ from builder.environment import (
     HostConfig,
     Location,
     Override,
+    PushSettings,
     RootAssignment,
     environment_names,
     load_environment,
@@ -491,7 +492,7 @@ BAD: list[tuple[str, str, str, int, str]] = [
      "unknown key 'host_domian' in [environment]", 2, "did you mean 'host_domain'?"),
     ("reserved key not yet accepted", "[environment]\nruntime = pex\n" + HOSTS,
      "unknown key 'runtime' in [environment]", 2,
-     "known keys: branch, connect_method, deployment_base, host_domain, jobs, platform, python,"),
+     "known keys: allowed_signers, branch, connect_method, deployment_base, executor, executor_pex, host_domain, jobs, platform, python,"),
     ("python without a minor version", "[environment]\npython = 3\n" + HOSTS,
      "python must be a version from 3.11 on, found '3'", 2, "write e.g. 'python = 3.11'"),
     ("python as a word", "[environment]\npython = three\n" + HOSTS,
@@ -532,7 +533,7 @@ BAD: list[tuple[str, str, str, int, str]] = [
      "unknown key 'plattform' in [host:web1]", 3, "did you mean 'platform'?"),
     ("misspelt host python", "[host:web1]\ncomponents = app\npyton = 3.12\n",
      "unknown key 'pyton' in [host:web1]", 3,
-     "did you mean 'python'? known keys: components, data-NAME, ignore, platform, python"),
+     "did you mean 'python'? known keys: allowed_signers, components, data-NAME, executor, executor_pex, ignore, platform, python"),
     ("host python without a minor version", "[host:web1]\ncomponents = app\npython = 3\n",
      "python of host 'web1' must be a version from 3.11 on, found '3'", 3,
      "write e.g. 'python = 3.12'"),
@@ -671,3 +672,41 @@ def test_errors_render_with_where_and_hint(tmp_path: Path) -> None:
         f"{NEW}:2: jobs must be a whole number of at least 1, found '0'\n"
         "  hint: write e.g. 'jobs = 4'"
     )
+
+
+def test_push_settings_of_a_host_section_win_over_the_environment_s(tmp_path: Path) -> None:
+    config = load_ok(
+        tmp_path,
+        "[environment]\n"
+        "executor = executor --config /etc/consign/executor.toml\n"
+        "executor_pex = /opt/consign/executor.pex\n"
+        "[host:web1]\ncomponents = app\n"
+        "executor = /venv/bin/executor\n"
+        "allowed_signers = /etc/consign/signers\n"
+        "[hosts]\nweb2 = app\n",
+    )
+    by_name = {host.name: host for host in config.hosts}
+    web1, web2 = by_name["web1"], by_name["web2"]
+    push = config.settings.push
+    assert web1.push.over(push) == PushSettings(
+        "/venv/bin/executor", "/opt/consign/executor.pex", "/etc/consign/signers"
+    )
+    assert web2.push.over(push) == PushSettings(
+        "executor --config /etc/consign/executor.toml", "/opt/consign/executor.pex", None
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("executor_pex = executor.pex", "executor_pex in [environment] must be an absolute path on the host, found 'executor.pex'"),
+        ("allowed_signers = signers", "allowed_signers in [environment] must be an absolute path on the host, found 'signers'"),
+        ("executor =", "executor in [environment] must be one non-empty line"),
+    ],
+)
+def test_bad_push_settings_are_errors_with_their_line(tmp_path: Path, line: str, message: str) -> None:
+    write(tmp_path, NEW, f"[environment]\n{line}\n[hosts]\nweb1 = app\n")
+    _config, errors = load_environment(tmp_path, "prod")
+    assert [(e.message, e.where) for e in errors] == [
+        (message, "environments/prod/environment.cfg:2")
+    ]

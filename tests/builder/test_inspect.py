@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import io
+import json
 import shutil
 import subprocess
 import textwrap
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+import zstandard
+from packaging.requirements import Requirement
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from builder.errors import BuildError
 from builder.inspect import Change, diff_bundles, inspect_bundle, write_signed_parts
-from builder.runtime import own_python
+from builder.runtime import own_python, pins
 from builder.signing import generate_key, read_public_key
 from executor.errors import BundleError
-from tests.bundles import doc_join, doc_split, flipped, write
-from tests.deployments import build_bundles, deployment
+from tests.bundles import doc_join, doc_split, flipped, with_blob, write
+from tests.deployments import (
+    DISCOVERY_DATABASE,
+    DISCOVERY_ENVIRONMENT,
+    DISCOVERY_WEB,
+    build_bundles,
+    deployment,
+)
 from tests.keys import signing_key
 
 APP = """
@@ -96,6 +109,10 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     (repo / "data/edit.txt").write_text("two\n")
     build("new", 200)
     return built
+
+
+def version(name: str) -> str:
+    return importlib.metadata.version(name)
 
 
 def fingerprint(key: Path) -> str:
@@ -284,11 +301,12 @@ def test_diff_lists_files_added_removed_and_changed_in_the_repository(builds: Bu
 
     assert diff.files_added == ("data/new.txt",)
     assert diff.files_removed == ("data/gone.txt",)
-    assert diff.files_changed == ("data/edit.txt", "environments/prod/environment.cfg")
+    # environment.cfg changed too, but it is not in bundles (the model is).
+    assert diff.files_changed == ("data/edit.txt",)
     assert diff.to_json()["files"] == {
         "added": ["data/new.txt"],
         "removed": ["data/gone.txt"],
-        "changed": ["data/edit.txt", "environments/prod/environment.cfg"],
+        "changed": ["data/edit.txt"],
     }
 
 
@@ -335,3 +353,185 @@ def test_diff_refuses_bundles_of_two_hosts(builds: Builds) -> None:
 
     assert caught.value.message == f"{old} is for host 'web1', {new} for 'web2'"
     assert caught.value.hint == "bundle diff compares two bundles of the same host"
+
+
+# -- the runtime's packages, other hosts, pinned names -------------------------------
+
+
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    """Builds of one tree that differ in requirements.txt only: none, six
+    1.16.0, six 1.17.0 (twice: the same runtime, another serial)."""
+    root = tmp_path_factory.mktemp("runtimes")
+    repo = deployment(
+        root / "repo",
+        components={"database": DISCOVERY_DATABASE, "web": DISCOVERY_WEB},
+        environments={"prod": DISCOVERY_ENVIRONMENT},
+    )
+    requirements = repo / "requirements.txt"
+
+    def build(name: str, serial: int, wanted: str | None) -> None:
+        if wanted is None:
+            requirements.unlink(missing_ok=True)
+        else:
+            requirements.write_text(f"{wanted}\n")
+        build_bundles("prod", repo, out=root / name, serial=serial, clock=lambda: CLOCK)
+
+    build("plain", 100, None)
+    build("six-1.16", 200, "six==1.16.0")
+    build("six-1.17", 300, "six==1.17.0")
+    build("six-1.17-again", 400, "six==1.17.0")
+    return Builds(root)
+
+
+def consign_distributions() -> list[tuple[str, str]]:
+    """What consign's pins put into every runtime, as PEX-INFO names them."""
+    return [
+        (canonicalize_name(Requirement(pin).name), next(iter(Requirement(pin).specifier)).version)
+        for pin in pins()
+    ]
+
+
+def test_inspect_lists_the_runtime_s_distributions_and_versions(runtimes: Builds) -> None:
+    plain = inspect_bundle(runtimes("plain"))
+    with_six = inspect_bundle(runtimes("six-1.17"))
+
+    assert plain.distributions == tuple(sorted(consign_distributions()))
+    assert with_six.distributions == tuple(sorted([*consign_distributions(), ("six", "1.17.0")]))
+    assert ("dnspython", version("dnspython")) in with_six.distributions
+    assert ("jinja2", version("Jinja2")) in with_six.distributions
+
+
+def test_inspect_names_the_roots_of_other_hosts_this_host_applies_after(runtimes: Builds) -> None:
+    web = inspect_bundle(runtimes("plain", "web1"))
+    database = inspect_bundle(runtimes("plain", "db1"))
+
+    assert web.depends_on == ("db1/database",)
+    # The provider waits for nobody.
+    assert database.depends_on == ()
+
+
+def test_inspect_names_the_names_whose_answers_the_build_pinned(runtimes: Builds) -> None:
+    web = inspect_bundle(runtimes("plain", "web1"))
+    database = inspect_bundle(runtimes("plain", "db1"))
+
+    # Each host pins what its own configure resolved.
+    assert web.pinned_names == ("cache.example.com", "queue.example.com")
+    assert database.pinned_names == ("db1.example.com",)
+
+
+def test_inspect_json_has_distributions_dependencies_and_pinned_names(runtimes: Builds) -> None:
+    data = inspect_bundle(runtimes("six-1.16", "web1")).to_json()
+
+    assert data["distributions"] == {**dict(consign_distributions()), "six": "1.16.0"}
+    assert data["depends_on"] == ["db1/database"]
+    assert data["pinned_names"] == ["cache.example.com", "queue.example.com"]
+
+
+def pex_info(info: object) -> bytes:
+    """A zip that holds a PEX-INFO with `info` (JSON unless bytes)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("__main__.py", "")
+        if info is not None:
+            archive.writestr("PEX-INFO", info if isinstance(info, bytes) else json.dumps(info))
+    return out.getvalue()
+
+
+NOT_A_PEX: dict[str, tuple[bytes, str]] = {
+    "not a zip": (b"#!/bin/sh\necho not a pex\n", "File is not a zip file"),
+    "a zip without PEX-INFO": (
+        pex_info(None), "\"There is no item named 'PEX-INFO' in the archive\""
+    ),
+    "PEX-INFO that is no JSON": (
+        pex_info(b"{nope"),
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    ),
+    "PEX-INFO without distributions": (pex_info({"pex_path": []}), "'distributions'"),
+    "PEX-INFO that is a list": (
+        pex_info(["six-1.17.0-py2.py3-none-any.whl"]),
+        "list indices must be integers or slices, not str",
+    ),
+    "distributions that are a number": (
+        pex_info({"distributions": 7}), "'int' object is not iterable"
+    ),
+}
+
+
+def with_runtime(bundle: Path, raw: bytes, out: Path) -> Path:
+    """`bundle` with another runtime blob, signed again by the test key: only
+    what bundle inspect makes of the runtime's content can refuse it."""
+    parts = doc_split(bundle.read_bytes())
+    stored = zstandard.ZstdCompressor(level=3).compress(raw)
+    return write(out, doc_join(with_blob(parts, "runtime", stored, raw=raw)))
+
+
+@pytest.mark.parametrize("case", NOT_A_PEX, ids=list(NOT_A_PEX))
+def test_a_runtime_that_is_no_pex_of_consign_s_is_refused_naming_the_bundle(
+    runtimes: Builds, tmp_path: Path, case: str
+) -> None:
+    raw, reason = NOT_A_PEX[case]
+    path = with_runtime(runtimes("plain"), raw, tmp_path / "web1.bundle")
+
+    with pytest.raises(BundleError) as caught:
+        inspect_bundle(path)
+
+    assert caught.value.message == f"{path}: the runtime is not a pex consign made: {reason}"
+
+
+def test_a_runtime_distribution_that_is_no_wheel_is_refused(
+    runtimes: Builds, tmp_path: Path
+) -> None:
+    name = "six-1.17.0.tar.gz"
+    path = with_runtime(
+        runtimes("plain"), pex_info({"distributions": {name: "0" * 40}}), tmp_path / "web1.bundle"
+    )
+    with pytest.raises(InvalidWheelFilename) as expected:
+        parse_wheel_filename(name)
+
+    with pytest.raises(BundleError) as caught:
+        inspect_bundle(path)
+
+    assert caught.value.message == (
+        f"{path}: the runtime is not a pex consign made: {expected.value}"
+    )
+    assert name in caught.value.message
+
+
+def test_diff_refuses_a_runtime_that_is_no_pex(runtimes: Builds, tmp_path: Path) -> None:
+    path = with_runtime(runtimes("plain"), b"no zip", tmp_path / "web1.bundle")
+
+    with pytest.raises(BundleError) as caught:
+        diff_bundles(runtimes("plain"), path)
+
+    assert caught.value.message == (
+        f"{path}: the runtime is not a pex consign made: File is not a zip file"
+    )
+
+
+def test_diff_lists_a_distribution_whose_version_changed(runtimes: Builds) -> None:
+    diff = diff_bundles(runtimes("six-1.16"), runtimes("six-1.17"))
+
+    assert diff.runtime == (Change("six", "1.16.0", "1.17.0"),)
+    assert diff.to_json()["runtime"] == [{"path": "six", "old": "1.16.0", "new": "1.17.0"}]
+    # The manifest shows the other runtime blob; the snapshot the edited file.
+    paths = [change.path for change in diff.manifest]
+    assert "blobs[runtime].sha256" in paths
+    assert diff.files_changed == ("requirements.txt",)
+
+
+def test_diff_lists_distributions_added_and_removed(runtimes: Builds) -> None:
+    added = diff_bundles(runtimes("plain"), runtimes("six-1.17"))
+    removed = diff_bundles(runtimes("six-1.16"), runtimes("plain"))
+
+    assert added.runtime == (Change("six", None, "1.17.0"),)
+    assert removed.runtime == (Change("six", "1.16.0", None),)
+
+
+def test_diff_of_bundles_with_one_runtime_has_no_runtime_changes(runtimes: Builds) -> None:
+    diff = diff_bundles(runtimes("six-1.17"), runtimes("six-1.17-again"))
+
+    assert diff.runtime == ()
+    assert diff.manifest == (Change("serial", 300, 400),)
+    assert diff.to_json()["runtime"] == []

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
+import types
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ from typer.testing import CliRunner
 import builder.runtime as runtime
 from builder.cli import app
 from builder.environment import load_environment
-from builder.errors import BuildError, BuildFailed, RuntimeBuildError
+from builder.errors import BuildError, BuildFailed, RuntimeBuildError, SigningKeyError
 from builder.runtime import (
+    ImportAudit,
     Step,
     pip_step,
     Requirements,
@@ -840,29 +844,38 @@ def test_configure_on_the_builder_imports_the_repository_s_requirements(tmp_path
     assert not any("venvs" in p for p in sys.path)
 
 
-def wheel(directory: Path) -> Path:
-    """A tiny wheel of a package no index has: consign-test-local 1.0."""
-    package, info = "consign_test_local", "consign_test_local-1.0.dist-info"
+def wheel(
+    directory: Path,
+    name: str = "consign-test-local",
+    version: str = "1.0",
+    requires: tuple[str, ...] = (),
+) -> Path:
+    """A tiny wheel of a package no index has: consign-test-local 1.0 unless named."""
+    package = name.replace("-", "_")
+    info = f"{package}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {requirement}\n" for requirement in requires
+    )
     files = {
         f"{package}/__init__.py": b"VALUE = 42\n",
-        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: consign-test-local\nVersion: 1.0\n",
+        f"{info}/METADATA": metadata.encode(),
         f"{info}/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: consign-tests\nRoot-Is-Purelib: true\n"
             b"Tag: py3-none-any\n"
         ),
     }
     record = "".join(
-        f"{name},sha256="
+        f"{entry},sha256="
         + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
         + f",{len(data)}\n"
-        for name, data in files.items()
+        for entry, data in files.items()
     )
     files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "consign_test_local-1.0-py3-none-any.whl"
+    path = directory / f"{package}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+        for entry, data in files.items():
+            archive.writestr(zipfile.ZipInfo(entry, (2020, 1, 1, 0, 0, 0)), data)
     return path
 
 
@@ -957,3 +970,481 @@ def test_pip_s_log_lines_become_progress_steps(line: str, step: str | None) -> N
     found = pip_step(line)
     assert (found.message if found else None) == step
     assert found is None or not found.final
+
+
+# -- what configure imports on the builder ----------------------------------------------
+
+
+def module_file(root: Path, name: str, text: str = "") -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+@pytest.fixture
+def forget_modules() -> Iterator[list[str]]:
+    """Top-level names whose modules a test imports; removed again afterwards,
+    so that the next import is a new one (the audit sees only new imports)."""
+    names: list[str] = []
+    yield names
+    for loaded in list(sys.modules):
+        if loaded.split(".", 1)[0] in names:
+            del sys.modules[loaded]
+
+
+def foreign_import(name: str, location: Path | str) -> str:
+    return (
+        f"the components import {name!r} (found at {location} here), which the bundle's "
+        "runtime does not have, so the import would fail on the hosts\n"
+        f"  hint: add the distribution that provides {name!r} to requirements.txt"
+    )
+
+
+def test_the_import_audit_puts_the_runtime_first_and_names_imports_from_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
+) -> None:
+    site = tmp_path / "runtime/lib/python3/site-packages"
+    module_file(site, "audit_both.py", "WHERE = 'runtime'\n")
+    module_file(site, "audit_runtime_pkg/__init__.py")
+    (site / "audit_runtime_pkg-1.0.dist-info").mkdir()
+    elsewhere = tmp_path / "builder/lib/python3/site-packages"
+    module_file(elsewhere, "audit_both.py", "WHERE = 'builder'\n")
+    module_file(elsewhere, "audit_foreign/__init__.py", "from audit_foreign import inner\n")
+    module_file(elsewhere, "audit_foreign/inner.py", "import audit_dependency\n")
+    dependency = module_file(elsewhere, "audit_dependency.py")
+    repository = tmp_path / "repository"
+    module_file(repository, "audit_repository_helper.py")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    monkeypatch.syspath_prepend(str(repository))
+    forget_modules.extend(
+        ["audit_both", "audit_runtime_pkg", "audit_foreign", "audit_dependency",
+         "audit_repository_helper", "colorsys"]
+    )  # fmt: skip
+    # The standard library counts even when imported for the first time.
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+
+    audit = ImportAudit(site, repository)
+    with audit:
+        assert sys.path[0] == str(site)
+        imported = {
+            name: importlib.import_module(name)
+            for name in (
+                "audit_both", "audit_foreign", "audit_repository_helper", "audit_runtime_pkg",
+                "colorsys",
+            )
+        }  # fmt: skip
+
+    # The runtime's module came first; nothing of the runtime stays on the path.
+    assert imported["audit_both"].WHERE == "runtime"
+    assert str(site) not in sys.path
+    assert imported["audit_runtime_pkg"].__file__ == str(site / "audit_runtime_pkg/__init__.py")
+    assert imported["audit_repository_helper"].__file__ == str(
+        repository / "audit_repository_helper.py"
+    )
+    assert imported["colorsys"].__name__ == "colorsys"
+    assert [error.render() for error in audit.foreign()] == [
+        foreign_import("audit_dependency", dependency),
+        foreign_import("audit_foreign", elsewhere / "audit_foreign/__init__.py"),
+    ]
+
+
+def test_the_import_audit_leaves_the_path_as_it_was_when_configure_fails(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    before = list(sys.path)
+
+    with pytest.raises(RuntimeError), ImportAudit(site, tmp_path / "repository"):
+        raise RuntimeError("configure failed")
+
+    assert sys.path == before
+
+
+IMPORTS_ELSEWHERE = """
+    import consign_test_elsewhere
+    from batou.component import Component
+    from batou.lib.file import File
+
+    class App(Component):
+        def configure(self):
+            self += File("app.conf", content=consign_test_elsewhere.VALUE)
+    """
+
+
+def test_a_component_importing_a_package_only_the_builder_has_fails_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
+) -> None:
+    elsewhere = tmp_path / "builder/lib/python3/site-packages"
+    package = module_file(elsewhere, "consign_test_elsewhere/__init__.py", "VALUE = 'x'\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    forget_modules.append("consign_test_elsewhere")
+    repo = deployment(
+        tmp_path / "repo", components={"app": IMPORTS_ELSEWHERE}, environments={"prod": PROD}
+    )
+
+    with pytest.raises(BuildFailed) as caught:
+        build_bundles("prod", repo)
+
+    assert [e.render() for e in caught.value.errors] == [
+        foreign_import("consign_test_elsewhere", package)
+    ]
+    assert caught.value.message == "the build found 1 error; nothing was written"
+    assert not (repo / "bundles").exists()
+
+
+def test_configure_runs_with_the_runtime_s_site_packages_first(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
+) -> None:
+    seen = tmp_path / "seen.json"
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "app": f"""
+                import json, sys
+                from batou.component import Component
+
+                class App(Component):
+                    def configure(self):
+                        import six
+                        with open({str(seen)!r}, "w") as f:
+                            json.dump({{"first": sys.path[0], "six": six.__file__}}, f)
+                """
+        },
+        environments={"prod": PROD},
+        files={"requirements.txt": f"{SMALL}\n"},
+    )
+    forget_modules.append("six")
+    # Another test's build may have imported six from its own runtime.
+    monkeypatch.delitem(sys.modules, "six", raising=False)
+
+    build_bundles("prod", repo, cache=fresh_cache)
+
+    # The environment made from the one runtime built.
+    (pex,) = (fresh_cache / "runtimes").glob("*.pex")
+    (venv,) = (fresh_cache / "venvs").iterdir()
+    assert venv.name == pex.stem
+    site = venv / f"lib/python{own_python()}/site-packages"
+    assert json.loads(seen.read_text()) == {"first": str(site), "six": str(site / "six.py")}
+    assert str(site) not in sys.path
+
+
+def test_stdlib_repository_and_requirement_imports_pass_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
+) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            # Loaded before app (component files load in sorted order).
+            "_shared": """
+                import colorsys
+
+                def brightness(value):
+                    return colorsys.rgb_to_hls(value, value, value)[1]
+                """,
+            "app": """
+                import mailbox, syslog
+                import six
+                from batou.c._shared import brightness
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class App(Component):
+                    def configure(self):
+                        self += File("app.conf", content=f"{brightness(0.5)} {six.__version__}")
+                """,
+        },
+        environments={"prod": PROD},
+        files={"requirements.txt": f"{SMALL}\n"},
+    )
+    forget_modules.extend(["six", "colorsys", "mailbox"])
+    for name in ("colorsys", "mailbox"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+    result = build_bundles("prod", repo)
+
+    assert [h.name for h in result.hosts] == ["web1"]
+
+
+@pytest.mark.parametrize("name", ["typer", "rich", "packaging", "pytest"])
+def test_bundle_build_refuses_components_importing_what_only_the_builder_has(
+    tmp_path: Path, name: str
+) -> None:
+    # The real console script: the builder's own imports (typer, rich, packaging)
+    # are loaded before configure runs, as they are for users.
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "app": f"""
+                from batou.component import Component
+
+                class App(Component):
+                    def configure(self):
+                        import {name}
+                """
+        },
+        environments={"prod": PROD},
+    )
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None
+
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "bundle"), "build", "prod", "-C", str(repo),
+            "--dirty", "--sign-key", str(signing_key().private),
+        ],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert f"error: {foreign_import(name, spec.origin)}\n" in completed.stderr
+    assert completed.stderr.endswith("; nothing was written\n")
+    assert not (repo / "bundles").exists()
+
+
+# -- the runtime's sources ---------------------------------------------------------------
+
+
+def fake_package(root: Path) -> types.SimpleNamespace:
+    """A package directory with its files, bytecode and a working tree's strays."""
+    write_files(
+        root,
+        {
+            "__init__.py": "",
+            "mod.py": "X = 1\n",
+            "py.typed": "",
+            "sub/deep.py": "",
+            "sub/py.typed": "",
+            "__pycache__/mod.cpython-311.pyc": b"\x00bytecode",
+            "__pycache__/stray.py": "",
+            "sub/__pycache__/deep.cpython-311.pyc": b"\x00bytecode",
+            "mod.pyc": b"\x00old bytecode",
+            "mod.py~": "X = 0\n",
+            "mod.py.orig": "X = 0\n",
+            ".mod.py.swp": b"\x00vim",
+            "notes.txt": "todo\n",
+            "README": "",
+            "data.py/inside.txt": "a directory named like a module\n",
+        },
+    )
+    # An editor's lock file: a dangling symlink named like a module.
+    (root / ".#mod.py").symlink_to("root@host.1234:1700000000")
+    return types.SimpleNamespace(__file__=str(root / "__init__.py"))
+
+
+def test_only_python_files_and_py_typed_go_into_the_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = fake_package(tmp_path / "fakepkg")
+    monkeypatch.setattr(runtime, "PACKAGES", (package,))
+
+    assert runtime.sources() == [
+        (f"fakepkg/{name}", tmp_path / "fakepkg" / name)
+        for name in ("__init__.py", "mod.py", "py.typed", "sub/deep.py", "sub/py.typed")
+    ]
+
+
+def test_stray_files_do_not_change_the_runtime_key_but_sources_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "fakepkg"
+    monkeypatch.setattr(runtime, "PACKAGES", (fake_package(root),))
+    before = runtime_key(Requirements(), Target(own_python()))
+
+    write_files(
+        root, {"another.txt": "x", "__pycache__/new.cpython-311.pyc": b"\x01", "mod.py.bak": ""}
+    )
+    assert runtime_key(Requirements(), Target(own_python())) == before
+    (root / "mod.py").write_text("X = 2\n")
+    assert runtime_key(Requirements(), Target(own_python())) != before
+
+
+def test_the_runtime_sources_are_the_executor_and_batou_python_files() -> None:
+    listed = runtime.sources()
+    names = [name for name, _path in listed]
+
+    assert all(name.endswith((".py", "/py.typed")) for name in names), names
+    assert not [name for name in names if "__pycache__" in name]
+    assert {name.split("/", 1)[0] for name in names} == {"executor", "batou"}
+    assert {"executor/child.py", "executor/__init__.py", "batou/component.py"} <= set(names)
+    for name, path in listed:
+        assert path.is_file() and path.as_posix().endswith("/" + name)
+    # Every module of the packages is there.
+    for package in runtime.PACKAGES:
+        root = Path(str(package.__file__)).parent
+        modules = {
+            f"{root.name}/{p.relative_to(root).as_posix()}"
+            for p in root.rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+        assert modules <= set(names)
+
+
+# -- why pex failed --------------------------------------------------------------------
+
+CONFLICT_REQUIREMENTS = Requirements(
+    ("six==1.17.0", "needsoldjinja==1.0"),
+    ("--find-links", "/repo/wheels"),
+    {"six==1.17.0": "requirements.txt:2", "needsoldjinja==1.0": "requirements.txt:3"},
+)
+
+# pip's report of a requirement that pulls in what consign's pin forbids,
+# as pip prints it, and as pex passes it on (each line of pip's prefixed).
+PIP_CONFLICT = """\
+ERROR: Cannot install Jinja2==3.1.6 and needsoldjinja==1.0 because these package versions have conflicting dependencies.
+
+The conflict is caused by:
+    The user requested Jinja2==3.1.6
+    needsoldjinja 1.0 depends on Jinja2<3
+
+To fix this you could try to:
+1. loosen the range of package versions you've specified
+2. remove package versions to allow pip to attempt to solve the dependency conflict
+
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/#dealing-with-dependency-conflicts
+"""
+
+PEX_CONFLICT = """\
+pid 4966 -> /cache/pex-root/venvs/4/1538b37/5f1d2ee/bin/python /cache/pex-root/venvs/4/1538b37/5f1d2ee/pex --disable-pip-version-check --exists-action a --no-input --isolated --log /cache/runtimes/consign-runtime-f7y6zsbs/pip.log -q --cache-dir /cache/pex-root/pip/4/26.2.1/pip_cache download --dest /cache/pex-root/downloads/2/.tmp/resolver_download.u29ycg_0/CPython-3.11.7 dnspython==2.9.2 Jinja2==3.1.6 MarkupSafe==3.0.4 msgpack==1.2.4 six==1.17.0 needsoldjinja==1.0 --find-links /repo/wheels --retries 5 --resume-retries 3 --timeout 15 exited with 1 and STDERR:
+pip: ERROR: Cannot install Jinja2==3.1.6 and needsoldjinja==1.0 because these package versions have conflicting dependencies.
+pip: ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/#dealing-with-dependency-conflicts
+pip:  
+pip:  The conflict is caused by:
+pip:      The user requested Jinja2==3.1.6
+pip:      needsoldjinja 1.0 depends on Jinja2<3
+pip:  
+pip:  Additionally, some packages in these conflicts have no matching distributions available for your environment:
+pip:      jinja2
+pip:  
+pip:  To fix this you could try to:
+pip:  1. loosen the range of package versions you've specified
+pip:  2. remove package versions to allow pip to attempt to solve the dependency conflict
+"""
+
+
+def conflict_hint() -> str:
+    return (
+        "change the requirement that pulls in the contradicting version (consign's own pins "
+        f"are {', '.join(pins())}); pin versions that agree"
+    )
+
+
+@pytest.mark.parametrize("output", [PIP_CONFLICT, PEX_CONFLICT], ids=["pip", "pex"])
+def test_a_requirement_pulling_in_a_version_consign_forbids_names_its_line(output: str) -> None:
+    error = runtime._explain(output, CONFLICT_REQUIREMENTS, Target("3.11"))
+
+    assert isinstance(error, RuntimeBuildError)
+    assert error.render() == (
+        "requirements.txt:3: the requirements contradict each other or consign's runtime: "
+        "The user requested Jinja2==3.1.6; needsoldjinja 1.0 depends on Jinja2<3\n"
+        f"  hint: {conflict_hint()}"
+    )
+
+
+def test_two_requirements_that_contradict_each_other_name_the_first_line() -> None:
+    output = PIP_CONFLICT.replace("Jinja2==3.1.6", "six==1.17.0").replace(
+        "depends on Jinja2<3", "depends on six<1.17"
+    )
+
+    error = runtime._explain(output, CONFLICT_REQUIREMENTS, Target("3.11"))
+
+    assert error.where == "requirements.txt:2"
+    assert error.message == (
+        "the requirements contradict each other or consign's runtime: "
+        "The user requested six==1.17.0; needsoldjinja 1.0 depends on six<1.17"
+    )
+
+
+def test_a_wheel_that_needs_an_older_jinja_fails_the_build_naming_its_line(
+    tmp_path: Path, fresh_cache: Path
+) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={"app": APP},
+        environments={"prod": PROD},
+        files={
+            "requirements.txt": f"--find-links wheels\n{SMALL}\nneedsoldjinja==1.0\n",
+        },
+    )
+    wheel(repo / "wheels", "needsoldjinja", "1.0", requires=("Jinja2<3",))
+
+    with pytest.raises(RuntimeBuildError) as caught:
+        build_bundles("prod", repo, cache=fresh_cache)
+
+    assert caught.value.render() == (
+        "requirements.txt:3: the requirements contradict each other or consign's runtime: "
+        f"The user requested Jinja2=={version('Jinja2')}; "
+        "needsoldjinja 1.0 depends on Jinja2<3\n"
+        f"  hint: {conflict_hint()}"
+    )
+    assert not list((fresh_cache / "runtimes").glob("*.pex"))
+    assert not (repo / "bundles").exists()
+
+
+# -- the signing key before the runtime --------------------------------------------------
+
+
+def test_a_missing_signing_key_is_reported_before_the_runtime_is_built(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSIGN_SIGN_KEY", raising=False)
+    repo = with_requirements(tmp_path, f"{SMALL}\n")
+
+    def forbidden(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("a build that cannot sign built a runtime")
+
+    monkeypatch.setattr(runtime, "build_runtime", forbidden)
+    with pytest.raises(SigningKeyError) as caught:
+        build_bundles("prod", repo, cache=fresh_cache, sign_keys=())
+
+    assert caught.value.render() == (
+        "no signing key: every bundle must be signed\n"
+        "  hint: make one with 'bundle keys generate ~/.config/consign/builder-key', then pass "
+        "--sign-key, set CONSIGN_SIGN_KEY, or set sign_key in [environment]"
+    )
+    assert not fresh_cache.exists()
+    assert not (repo / "bundles").exists()
+
+
+def test_a_missing_signing_key_and_environment_errors_are_reported_together(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSIGN_SIGN_KEY", raising=False)
+    repo = deployment(
+        tmp_path / "repo",
+        components={"app": APP},
+        environments={"prod": PROD.replace("[hosts]", "colour = blue\n[hosts]")},
+        files={"requirements.txt": f"{SMALL}\n"},
+    )
+
+    def forbidden(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("a build that cannot sign built a runtime")
+
+    monkeypatch.setattr(runtime, "build_runtime", forbidden)
+    with pytest.raises(BuildFailed) as caught:
+        build_bundles("prod", repo, cache=fresh_cache, sign_keys=())
+
+    # Sorted as every build's errors are: the one without a place first.
+    assert [(e.where, e.message) for e in caught.value.errors] == [
+        (None, "no signing key: every bundle must be signed"),
+        ("environments/prod/environment.cfg:3", "unknown key 'colour' in [environment]"),
+    ]
+    assert caught.value.message == "the build found 2 errors; nothing was written"
+    assert not fresh_cache.exists()
+    assert not (repo / "bundles").exists()
+
+
+def test_bundle_build_without_a_key_exits_1_before_resolving_anything(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSIGN_SIGN_KEY", raising=False)
+    monkeypatch.setenv("CONSIGN_CACHE_DIR", str(fresh_cache))
+    repo = with_requirements(tmp_path, f"{SMALL}\n")
+
+    result = runner.invoke(app, ["build", "prod", "-C", str(repo), "--dirty"])
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: no signing key: every bundle must be signed\n")
+    assert "Resolving" not in result.stderr
+    assert not fresh_cache.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -37,8 +38,10 @@ from executor.errors import (
     SignatureError,
     WrongTargetError,
 )
+from executor.bundle import open_unverified
 from executor.sshsig import Signature, signed_data
-from executor.state import load_state
+from executor import canonical
+from executor.state import load_state, state_from_data
 from tests.deployments import build_bundles, deployment
 from tests.bundles import (
     doc_canonical,
@@ -158,6 +161,8 @@ def baseline(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 Entry = tuple[str, int, bytes]
+# What every run writes, refused or not: the audit line, the status, the lock.
+BOOKKEEPING = ("state/state.msgpack", "state/audit.log", "state/status.json", "state/lock")
 
 
 def snapshot(root: Path) -> dict[str, Entry]:
@@ -202,11 +207,31 @@ class Host:
         )
 
     def assert_unchanged(self) -> None:
-        """State, store and target directory are byte for byte as before."""
+        """Store, generations and target directory are byte for byte as
+        before; the state is too, except that it may remember the bundle's
+        digest as failed; the run is recorded as refused."""
         after = snapshot(self.root)
         state_file = "state/state.msgpack"
-        assert after.get(state_file) == self.before.get(state_file), "the host's state changed"
-        assert after == self.before
+        before_state, after_state = (
+            state_from_data(canonical.unpack(entries[state_file][2]))
+            for entries in (self.before, after)
+        )
+        assert replace(after_state, failed=()) == replace(before_state, failed=()), (
+            "the host's state changed"
+        )
+        # At most the refused bundle's own digest is new.
+        assert len(set(after_state.failed) - set(before_state.failed)) <= 1
+
+        def kept(entries: dict[str, Entry]) -> dict[str, Entry]:
+            return {k: v for k, v in entries.items() if k not in BOOKKEEPING}
+
+        assert kept(after) == kept(self.before)
+        last = json.loads((self.root / "state/audit.log").read_text().splitlines()[-1])
+        assert last["result"] == "refused", last
+        status = json.loads((self.root / "state/status.json").read_text())
+        assert status["last_run"]["result"] == "refused"
+        # The last success is still the baseline's.
+        assert status["last_success"]["result"] == "ok"
 
     def refuses(self, bundle: Path, *, check: bool = True, **kw: Any) -> RefusedError:
         """The refusal of applying `bundle`; unless told not to (the test then
@@ -601,7 +626,11 @@ def test_a_manifest_from_another_build_with_this_build_s_blobs_is_refused(
     elif actual > promised:
         assert error.message == f"{bundle} has {actual - promised} bytes of trailing data"
     else:
-        assert error.message.startswith(f"{bundle}: blob 'repo' does not match its sha256")
+        # The first blob that differs between the two builds gives it away.
+        old_blobs = open_unverified(str(fleet.bundle("a"))).manifest.blobs
+        new_blobs = open_unverified(str(fleet.bundle("b"))).manifest.blobs
+        first = next(n.name for o, n in zip(old_blobs, new_blobs, strict=True) if o.sha256 != n.sha256)
+        assert error.message.startswith(f"{bundle}: blob '{first}' does not match its sha256")
 
 
 # -- endless data ------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,25 @@ def test_exit_codes_of_the_console_scripts(example: Path, tmp_path: Path) -> Non
 
     usage = run("executor", "apply", cwd=example, check=False)
     assert usage.returncode == 2
+
+
+def test_a_bundle_holds_nothing_of_other_hosts_beyond_the_values_it_requires(
+    example: Path,
+) -> None:
+    from executor.bundle import open_unverified
+
+    run("bundle", "build", "prod", cwd=example)
+    web2 = open_unverified(str(example / "bundles/prod/web2.bundle"))
+    repo = b"".join(web2.raw_chunks("repo"))
+    model = b"".join(web2.raw_chunks("model"))
+    with tarfile.open(fileobj=io.BytesIO(repo)) as tar:
+        names = tar.getnames()
+
+    # The environment definitions stay on the builder; the model carries
+    # what this host needs of them.
+    assert not [n for n in names if n == "environments" or n.startswith("environments/")]
+    assert "components/frontend/component.py" in names
+    # web3's host data (data-alias) is in no byte of web2's bundle, though
+    # web2 requires web3's app address, which is.
+    assert b"shop.example.com" not in repo + model
+    assert b"192.0.2.13" in model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -115,7 +116,17 @@ def test_a_bundle_for_another_host_is_refused_naming_both(built: Path, tmp_path:
         "this bundle is for host 'web2' (web2), but this host is 'web1'"
     )
     assert not (tmp_path / "target").exists()
-    assert not (tmp_path / "state").exists()
+    assert_only_recorded(tmp_path / "state", "wrong-target")
+
+
+def assert_only_recorded(state: Path, code: str) -> None:
+    """The state directory holds the refusal's record and nothing else: no
+    state, no store, no generation."""
+    assert sorted(p.name for p in state.iterdir()) == ["audit.log", "lock", "status.json"]
+    (line,) = (state / "audit.log").read_text().splitlines()
+    record = json.loads(line)
+    assert (record["result"], record["error"]["code"]) == ("refused", code)
+    assert json.loads((state / "status.json").read_text())["last_success"] is None
 
 
 def test_the_default_identity_is_the_machine_hostname(built: Path, tmp_path: Path) -> None:
@@ -148,7 +159,7 @@ def test_a_damaged_bundle_is_refused_before_anything_changes(
 
     assert message in caught.value.message
     assert not (tmp_path / "target").exists()
-    assert not (tmp_path / "state").exists()
+    assert_only_recorded(tmp_path / "state", "bad-bundle")
 
 
 def test_a_failing_component_fails_the_run_and_later_roots_do_not_run(tmp_path: Path) -> None:
@@ -278,3 +289,50 @@ def test_configure_that_depends_on_the_host_is_caught_before_any_update(tmp_path
     assert "configure on this host built another tree than the build did" in result.error.message
     assert "only-on-some-hosts" in result.error.message
     assert not (tmp_path / "target/work/sneaky/always").exists()
+
+
+def test_the_runtime_and_its_commands_do_not_see_python_pex_or_consign_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen, commands = tmp_path / "environment.json", tmp_path / "command-environment"
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "spy": f"""
+                import json, os, sys
+                from batou.component import Component
+
+                class Spy(Component):
+                    def verify(self):
+                        assert os.path.exists({str(commands)!r})
+
+                    def update(self):
+                        with open({str(seen)!r}, "w") as f:
+                            json.dump({{"environ": dict(os.environ), "path": sys.path}}, f)
+                        self.cmd("env > {commands}")
+                """
+        },
+        environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = spy\n"},
+    )
+    build_bundles("prod", repo)
+    # What an executor started from a virtualenv, a pex or a shell with
+    # Python settings would carry.
+    monkeypatch.setenv("PYTHONPATH", "/evil")
+    monkeypatch.setenv("PEX_INHERIT_PATH", "prefer")
+    monkeypatch.setenv("VIRTUAL_ENV", "/evil/venv")
+    monkeypatch.setenv("CONSIGN_SIGN_KEY", "/secret/builder-key")
+    monkeypatch.setenv("FOO", "bar")
+
+    result = apply_bundle(options(repo / "bundles/prod", tmp_path))
+
+    assert result.status is ApplyStatus.OK, result.error
+    data = json.loads(seen.read_text())
+    listed = dict(
+        line.split("=", 1) for line in commands.read_text().splitlines() if "=" in line
+    )
+    for environment in (data["environ"], listed):
+        for name in ("PYTHONPATH", "PEX_INHERIT_PATH", "VIRTUAL_ENV", "CONSIGN_SIGN_KEY"):
+            assert name not in environment
+        assert environment["FOO"] == "bar"
+        assert environment["PATH"] == os.environ["PATH"]
+    assert "/evil" not in data["path"]

@@ -438,6 +438,85 @@ def test_a_grandchild_holding_the_runtime_s_output_does_not_hold_the_apply(
         thread.join()
 
 
+# -- the runtime's environment ----------------------------------------------------------
+
+# What the executor's environment may hold, and whether the runtime gets it.
+ENVIRONMENT: dict[str, tuple[str, bool]] = {
+    "PATH": ("/usr/local/bin:/usr/bin:/bin", True),
+    "HOME": ("/root", True),
+    "LANG": ("C.UTF-8", True),
+    "LC_ALL": ("C.UTF-8", True),
+    "TZ": ("UTC", True),
+    "FOO": ("bar", True),
+    "MY_PYTHONPATH": ("kept: only a prefix withholds", True),
+    "CONDAX": ("kept: CONDA_ is the prefix", True),
+    "CONSIGNED": ("kept: CONSIGN_ is the prefix", True),
+    "python_lowercase": ("kept: names are case-sensitive", True),
+    "PYTHONPATH": ("/evil", False),
+    "PYTHONHOME": ("/evil", False),
+    "PYTHONSTARTUP": ("/evil/startup.py", False),
+    "PYTHONINSPECT": ("1", False),
+    "PYTHONUSERBASE": ("/evil/user", False),
+    "PEX_INHERIT_PATH": ("prefer", False),
+    "PEX_ROOT": ("/evil/pex", False),
+    "PEX_PYTHON": ("/evil/python", False),
+    "PEX_TOOLS": ("1", False),
+    "VIRTUAL_ENV": ("/evil/venv", False),
+    "VIRTUAL_ENV_PROMPT": ("(evil)", False),
+    "CONDA_PREFIX": ("/evil/conda", False),
+    "CONDA_DEFAULT_ENV": ("base", False),
+    "CONSIGN_SIGN_KEY": ("/home/builder/.config/consign/builder-key", False),
+    "CONSIGN_STATE_DIR": ("/var/lib/consign", False),
+    # The one consign setting the runtime reads itself: how names resolve.
+    "CONSIGN_DNS": ("offline", True),
+    "__PYVENV_LAUNCHER__": ("/evil/python", False),
+}
+
+
+def test_the_runtime_environment_withholds_python_pex_venv_conda_and_consign_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, (value, _passes) in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+
+    assert executor.apply.runtime_environment() == {
+        name: value for name, (value, passes) in ENVIRONMENT.items() if passes
+    }
+
+
+def test_the_runtime_runs_with_that_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, (value, _passes) in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    seen = tmp_path / "environment.json"
+    python = script(
+        tmp_path,
+        f"""
+        import json, os, sys
+        with open(sys.argv[-1], encoding="utf-8") as f:
+            request = json.load(f)
+        with open({str(seen)!r}, "w") as f:
+            json.dump(dict(os.environ), f)
+        with open(request["report"], "w") as f:
+            f.write({REPORT.to_json()!r})
+        """,
+    )
+
+    report = run_fake(python)
+
+    assert report.error is None
+    environment = json.loads(seen.read_text())
+    assert {name for name in ENVIRONMENT if name in environment} == {
+        name for name, (_value, passes) in ENVIRONMENT.items() if passes
+    }
+    assert environment["FOO"] == "bar" and environment["PATH"] == ENVIRONMENT["PATH"][0]
+    # Of the test session's own settings (conftest.py) only the resolver's passes.
+    assert [name for name in environment if name.startswith("CONSIGN_")] == ["CONSIGN_DNS"]
+
+
 # -- the child's own entry point ---------------------------------------------------------
 
 

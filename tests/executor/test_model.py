@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from executor.apply import ApplyStatus, apply_bundle
 from executor.canonical import CanonicalError, pack
 from executor.decode import DecodeError
 from executor.model import (
     MODEL_VERSION,
+    DnsRecord,
     EnvironmentRecord,
     HostModel,
     HostRecord,
+    RequirementRecord,
     RootRecord,
     SkippedRoot,
     VfsMode,
@@ -22,6 +26,7 @@ from executor.model import (
     model_from_data,
     model_to_data,
 )
+from tests.deployments import apply_options, build_bundles, deployment, model_of
 
 RICH = HostModel(
     environment=EnvironmentRecord(
@@ -51,10 +56,30 @@ RICH = HostModel(
             features=("tls", "http2"),
             overrides=(("port", "443"), ("workers", "8")),
             tree=("nginx", "nginx > File('nginx.conf')"),
+            requires=(
+                RequirementRecord(
+                    key="app:http",
+                    host=None,
+                    values=(
+                        {"$": "netloc", "host": "10.0.0.9", "port": "8080"},
+                        "plain",
+                        [1, {"$": "float", "value": "1.5"}],
+                    ),
+                ),
+                RequirementRecord(key="cache", host="web2"),
+            ),
+            provides=("frontend",),
+            after=("web1/app", "web2/app"),
         ),
         RootRecord(name="app"),
     ),
     skipped=(SkippedRoot(name="backup", reason="not on this platform"),),
+    resolver=(("db.example.com", ("10.0.0.5", "fd00::5")), ("v4.example.com", ("10.0.0.7",))),
+    dns=(
+        DnsRecord("db.example.com", ("10.0.0.5",), None),
+        DnsRecord("gone.example.com", (), ()),
+        DnsRecord("v6.example.com", None, ("fd00::6", "fd00::7")),
+    ),
 )
 
 MINIMAL = HostModel(
@@ -176,6 +201,26 @@ def _delete(path: str) -> Edit:
         for part in parents:
             target = target[int(part)] if part.isdigit() else target[part]
         del target[last]
+
+    return edit
+
+
+_GONE = object()
+
+
+def _at(*path: str | int, value: object = _GONE) -> Edit:
+    """An edit of the field at `path` (keys that contain dots, like DNS names);
+    without a value it deletes the field."""
+
+    def edit(data: dict[str, Any]) -> None:
+        *parents, last = path
+        target: Any = data
+        for part in parents:
+            target = target[part]
+        if value is _GONE:
+            del target[last]
+        else:
+            target[last] = value
 
     return edit
 
@@ -303,6 +348,65 @@ BAD_MODELS: list[tuple[str, Edit, str]] = [
         _set("environment.hosts", []),
         "model.environment: unexpected field 'hosts'",
     ),
+    (
+        "requires-not-array",
+        _set("roots.0.requires", {"key": "db"}),
+        "model.roots[0].requires: expected an array, got map",
+    ),
+    (
+        "requirement-key-missing",
+        _delete("roots.0.requires.0.key"),
+        "model.roots[0].requires[0].key: missing",
+    ),
+    (
+        "requirement-host-int",
+        _set("roots.0.requires.1.host", 2),
+        "model.roots[0].requires[1].host: expected str or nil, got int",
+    ),
+    (
+        "requirement-values-map",
+        _set("roots.0.requires.0.values", {}),
+        "model.roots[0].requires[0].values: expected an array, got {}",
+    ),
+    (
+        "requirement-extra-field",
+        _set("roots.0.requires.0.strict", True),
+        "model.roots[0].requires[0]: unexpected field 'strict'",
+    ),
+    (
+        "provides-int",
+        _set("roots.0.provides", ["frontend", 1]),
+        "model.roots[0].provides[1]: expected str, got int",
+    ),
+    ("after-missing", _delete("roots.1.after"), "model.roots[1].after: missing"),
+    ("resolver-array", _set("resolver", []), "model.resolver: expected a map, got []"),
+    (
+        "resolver-addresses-str",
+        _at("resolver", "db.example.com", value="10.0.0.5"),
+        "model.resolver['db.example.com']: expected an array, got '10.0.0.5'",
+    ),
+    (
+        "resolver-address-int",
+        _at("resolver", "v4.example.com", value=[7]),
+        "model.resolver['v4.example.com'][0]: expected str, got int",
+    ),
+    ("resolver-missing", _delete("resolver"), "model.resolver: missing"),
+    ("dns-missing", _delete("dns"), "model.dns: missing"),
+    (
+        "dns-family-missing",
+        _at("dns", "gone.example.com", "v6"),
+        "model.dns['gone.example.com'].v6: missing",
+    ),
+    (
+        "dns-extra-field",
+        _at("dns", "gone.example.com", "ttl", value=300),
+        "model.dns['gone.example.com']: unexpected field 'ttl'",
+    ),
+    (
+        "dns-not-a-map",
+        _at("dns", "gone.example.com", value=["10.0.0.1"]),
+        "model.dns['gone.example.com']: expected a map, got array",
+    ),
 ]
 
 
@@ -341,3 +445,107 @@ def test_model_from_data_takes_the_path_prefix() -> None:
 
 def test_the_model_version_is_written() -> None:
     assert model_to_data(MINIMAL)["version"] == MODEL_VERSION
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        pytest.param(
+            _at("resolver", "x.example.com", value=None),
+            "model.resolver['x.example.com']",
+            id="resolver-nil",
+        ),
+        pytest.param(
+            _at("resolver", "db.example.com", value=["db-host"]),
+            "model.resolver['db.example.com'][0]",
+            id="resolver-not-an-address",
+        ),
+        pytest.param(
+            _at("dns", "db.example.com", "v4", value=["10.0.0.256"]),
+            "model.dns['db.example.com'].v4[0]",
+            id="dns-not-an-address",
+        ),
+        pytest.param(
+            _at("roots", 0, "requires", 0, "values", value=[{"$": "socket"}]),
+            "model.roots[0].requires[0].values[0]",
+            id="requirement-unknown-frozen-value",
+        ),
+    ],
+)
+def test_decoding_refuses_what_the_host_could_not_use(edit: Edit, path: str) -> None:
+    # Each of these decodes today, and fails the host later: the resolver
+    # with a bare ValueError that reads as a bug in consign.
+    data = model_to_data(RICH)
+    edit(data)
+
+    with pytest.raises(DecodeError) as caught:
+        decode_model(pack(data))
+
+    assert caught.value.path == path
+
+
+# -- the tree the model records, and the host's check of it -------------------------------
+
+
+def test_the_host_checks_every_roots_tree_before_any_update(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "early": """
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class Early(Component):
+                    def configure(self):
+                        self += File("early")
+                """,
+            "sneaky": f"""
+                import os
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class Sneaky(Component):
+                    def configure(self):
+                        self.db = self.require_one("db")
+                        if os.path.exists({str(flag)!r}):
+                            self += File("extra")
+                """,
+            "db": """
+                from batou.component import Component
+
+                class Db(Component):
+                    def configure(self):
+                        self.provide("db", "10.0.0.5:5432")
+                """,
+        },
+        environments={
+            "prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = early, sneaky, db\n"
+        },
+    )
+    build_bundles("prod", repo)
+    model = model_of(repo / "bundles/prod/web1.bundle")
+    assert [(root.name, root.tree) for root in model.roots] == [
+        (
+            "early",
+            (
+                "Early",
+                "Early > File('{target}/work/early/early')",
+                "Early > File('{target}/work/early/early') > Presence('{target}/work/early/early')",
+            ),
+        ),
+        ("db", ("Db",)),
+        ("sneaky", ("Sneaky",)),
+    ]
+    flag.write_text("")
+
+    result = apply_bundle(apply_options(repo / "bundles/prod/web1.bundle", tmp_path))
+
+    assert result.status is ApplyStatus.FAILED
+    assert result.error is not None
+    assert result.error.message == (
+        "configure on this host built another tree than the build did: this host configures "
+        "\"Sneaky > File('{target}/work/sneaky/extra')\", which the build did not"
+    )
+    assert result.error.where == "sneaky"
+    assert not (tmp_path / "target/work/early").exists()

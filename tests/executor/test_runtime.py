@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,176 @@ def test_a_missing_version_says_what_to_install_or_build(
     assert caught.value.hint.startswith("install python3.98, or build the bundle")
     assert f"[host:NAME] python = {OWN}" in caught.value.hint
     assert "'executor inspect-platform'" in caught.value.hint
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def missing(version: str) -> str:
+    return (
+        f"this bundle's runtime needs Python {version}, and this host has none "
+        f"(the executor runs Python {OWN})"
+    )
+
+
+def spying_python(directory: Path, name: str, version: str, ran: Path) -> Path:
+    """A fake python that notes it was run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho \"$0\" >> {ran}\necho {version}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757, 0o1777])
+def test_a_python_in_a_directory_others_can_write_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    ran = tmp_path / "ran"
+    spying_python(tmp_path / "open", "python3.98", "3.98", ran)
+    (tmp_path / "open").chmod(mode)
+    monkeypatch.setenv("PATH", str(tmp_path / "open"))
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+    # Not even asked for its version: whoever wrote it decides what that runs.
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
+def test_a_python_file_others_can_write_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    ran = tmp_path / "ran"
+    spying_python(tmp_path / "bin", "python3.98", "3.98", ran).chmod(mode)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+    assert not ran.exists()
+
+
+def test_a_link_to_a_python_in_a_directory_others_can_write_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The link is what would run: whoever can write its directory can point it
+    # elsewhere after the check, so a trusted target does not make it trusted.
+    trusted = fake_python(tmp_path / "bin", "python3.98", "3.98")
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open/python3.98").symlink_to(trusted)
+    (tmp_path / "open").chmod(0o777)
+    monkeypatch.setenv("PATH", str(tmp_path / "open"))
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+
+
+def test_a_link_in_a_trusted_directory_to_a_trusted_python_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = fake_python(tmp_path / "opt/python/bin", "python3.98", "3.98")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/python3.98").symlink_to(trusted)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    # The interpreter's own file: a link changed later redirects nothing.
+    assert find_python("3.98") == str(trusted)
+
+
+def test_a_link_to_a_python_others_can_write_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "ran"
+    target = spying_python(tmp_path / "open", "python3.98", "3.98", ran)
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/python3.98").symlink_to(target)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+    assert not ran.exists()
+
+
+def test_an_untrusted_python3_x_gives_way_to_a_trusted_python3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "ran"
+    spying_python(tmp_path / "open", "python3.98", "3.98", ran)
+    (tmp_path / "open").chmod(0o777)
+    python3 = fake_python(tmp_path / "bin", "python3", "3.98")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'open'}{os.pathsep}{tmp_path / 'bin'}")
+
+    assert find_python("3.98") == str(python3)
+    assert not ran.exists()
+
+
+def test_an_untrusted_python3_x_first_on_path_is_passed_over_for_a_trusted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "ran"
+    spying_python(tmp_path / "open", "python3.98", "3.98", ran)
+    (tmp_path / "open").chmod(0o777)
+    trusted = fake_python(tmp_path / "bin", "python3.98", "3.98")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'open'}{os.pathsep}{tmp_path / 'bin'}")
+
+    assert find_python("3.98") == str(trusted)
+    assert not ran.exists()
+
+
+def test_relative_path_entries_are_never_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_python(tmp_path / "bin", "python3.98", "3.98")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "bin")
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files away")
+@pytest.mark.parametrize("given_away", ["the python", "its directory"])
+def test_a_python_owned_by_another_user_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given_away: str
+) -> None:
+    ran = tmp_path / "ran"
+    python = spying_python(tmp_path / "bin", "python3.98", "3.98", ran)
+    os.chown(python if given_away == "the python" else python.parent, 65534, 65534)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    with pytest.raises(RuntimeFailure) as caught:
+        find_python("3.98")
+
+    assert caught.value.message == missing("3.98")
+    assert not ran.exists()
+
+
+def test_the_own_python_is_used_whatever_path_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "ran"
+    spying_python(tmp_path / "bin", f"python{OWN}", OWN, ran)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    assert find_python(OWN) == sys.executable
+    assert not ran.exists()
 
 
 def test_the_runtime_directory_defaults_below_the_state_directory(
@@ -344,6 +515,77 @@ def test_a_runtime_another_apply_finished_meanwhile_is_kept(
     assert (final / READY).is_file()
     assert (final / "venv/bin/python").readlink() == Path(sys.executable)
     assert [p.name for p in directory.iterdir()] == [final.name]
+
+
+def test_making_the_runtime_past_its_time_fails_and_leaves_nothing(
+    bundle: VerifiedBundle, tmp_path: Path
+) -> None:
+    directory = tmp_path / "runtimes"
+    started = time.monotonic()
+
+    # pex takes longer than this to start, let alone to make a venv.
+    with pytest.raises(RuntimeFailure) as caught:
+        prepare_runtime(bundle, directory, timeout=0.1)
+
+    assert caught.value.message == f"cannot make the runtime environment from {bundle.path}"
+    assert caught.value.hint == "making the environment took longer than 0.1s"
+    assert time.monotonic() - started < 10
+    assert list(directory.iterdir()) == []
+    # Nothing goes on writing there after the failure.
+    time.sleep(0.5)
+    assert list(directory.iterdir()) == []
+
+
+def test_a_runtime_that_hangs_while_made_is_stopped_at_the_timeout(
+    bundle: VerifiedBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "runtimes"
+    pid_file = tmp_path / "hanging.pid"
+    real_run = subprocess.run
+    limits: list[float | None] = []
+
+    def hanging(command: Any, *args: Any, **kw: Any) -> Any:
+        if "venv" not in command:
+            return real_run(command, *args, **kw)
+        limits.append(kw.get("timeout"))
+        # Half a venv, then nothing: a pex that hangs on a stuck file system.
+        destination = command[-1]
+        hang = (
+            "import os, sys, time; os.makedirs(sys.argv[1] + '/bin'); "
+            "open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(60)"
+        )
+        return real_run([sys.executable, "-c", hang, destination, str(pid_file)], *args, **kw)
+
+    monkeypatch.setattr(subprocess, "run", hanging)
+    started = time.monotonic()
+    with pytest.raises(RuntimeFailure) as caught:
+        prepare_runtime(bundle, directory, timeout=1.5)
+    elapsed = time.monotonic() - started
+    monkeypatch.undo()
+
+    assert limits == [1.5]
+    assert caught.value.message == f"cannot make the runtime environment from {bundle.path}"
+    assert caught.value.hint == "making the environment took longer than 1.5s"
+    assert 1.5 <= elapsed < 10
+    assert list(directory.iterdir()) == []
+    # The hanging process was stopped, not left behind.
+    assert not running(int(pid_file.read_text()))
+
+
+def test_apply_with_a_timeout_shorter_than_making_the_runtime_fails_before_running(
+    bundle_path: Path, tmp_path: Path
+) -> None:
+    runtimes = tmp_path / "runtimes"
+
+    with pytest.raises(RuntimeFailure) as caught:
+        apply_bundle(
+            apply_options(bundle_path, tmp_path, timeout=0.1, runtime_directory=str(runtimes))
+        )
+
+    assert caught.value.message == f"cannot make the runtime environment from {bundle_path}"
+    assert caught.value.hint == "making the environment took longer than 0.1s"
+    assert list(runtimes.iterdir()) == []
+    assert not (tmp_path / "target").exists()
 
 
 # -- where apply makes it ---------------------------------------------------------------

@@ -79,7 +79,9 @@ DAMAGED: dict[str, tuple[bytes, str]] = {
     "truncated": (_packed()[:-3], "truncated msgpack data"),
     "empty": (b"", "truncated msgpack data"),
     "not canonical": (_packed()[:-1] + b"\xcd\x00\x01", "not canonical: re-encoding gives different bytes"),
-    "another version": (_packed(version=2), "state.version: expected 1, got 2"),
+    "another version": (_packed(version=3), "state.version: expected one of [1, 2], got 3"),
+    "a failed digest not text": (_packed(failed=[1]), "state.failed[0]: expected str, got int"),
+    "generation zero": (_packed(current=0), "state.current: expected at least 1, got 0"),
     "a serial below zero": (_packed(highest_serial=-1), "state.highest_serial: expected at least 0, got -1"),
     "a serial as text": (_packed(highest_serial="5"), "state.highest_serial: expected int, got str"),
     "an unknown field": (_packed(lock="x"), "state: unexpected field 'lock'"),
@@ -93,7 +95,7 @@ DAMAGED: dict[str, tuple[bytes, str]] = {
     ),
     "a record of an unknown kind": (
         _packed(history=[{"kind": "undo", "time": 1, "from": 2, "to": 1, "bundle": DIGEST_A}]),
-        "state.history[0].kind: expected 'downgrade' or 'reset', got 'undo'",
+        "state.history[0].kind: expected 'downgrade', 'reset' or 'rollback', got 'undo'",
     ),
 }  # fmt: skip
 
@@ -248,3 +250,30 @@ def test_reset_serial_refuses_a_state_directory_others_can_write(tmp_path: Path)
 
     assert caught.value.message == f"the state directory {directory} is writable by others (mode 777)"
     assert (directory / STATE_FILE).read_bytes() == before
+
+
+def test_a_version_1_state_reads_as_one_without_generations(tmp_path: Path) -> None:
+    data = state_to_data(HostState("prod", 5, DIGEST_A))
+    for key in ("current", "previous", "failed"):
+        del data[key]
+    data["version"] = 1
+    (tmp_path / STATE_FILE).write_bytes(canonical.pack(data))
+    tmp_path.chmod(0o700)
+
+    assert load_state(str(tmp_path)) == HostState("prod", 5, DIGEST_A)
+
+
+def test_switching_generations_keeps_the_one_before_and_failures_are_bounded() -> None:
+    state = HostState("prod", 5, DIGEST_A).switched(1).switched(2)
+    assert (state.current, state.previous) == (2, 1)
+    # Switching to the current one changes nothing.
+    assert state.switched(2) == state
+    assert (state.switched(1).current, state.switched(1).previous) == (1, 2)
+
+    for n in range(150):
+        state = state.failure(f"{n:064x}")
+    assert len(state.failed) == 100 and state.failed[-1] == f"{149:064x}"
+    # Failing again moves a digest to the end; success forgets it.
+    again = state.failure(f"{60:064x}")
+    assert again.failed[-1] == f"{60:064x}" and len(again.failed) == 100
+    assert f"{60:064x}" not in again.succeeded(f"{60:064x}").failed
