@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from executor.manifest import MAX_SERIAL
 from executor.console import guarded, print_json, size, stderr, stdout, version_callback
+from executor.errors import ExitCode
 
 from .build import BuildOptions, build
 from .check import check_possible, check_reproducible
@@ -150,6 +151,65 @@ def diff_command(
         print_json(diff.to_json())
     else:
         render_diff(diff)
+
+
+@app.command("push")
+def push_command(
+    environment: Annotated[str, typer.Argument(help="The environment to push, e.g. prod.")],
+    repository: Annotated[
+        Path, typer.Option("-C", "--repository", help="The deployment repository.")
+    ] = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where 'bundle build --out' wrote the bundles [default: REPOSITORY/bundles]."),
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Push only this host (repeatable).")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Hosts to push at once (within a wave).")
+    ] = 8,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap",
+            help="First copy executor.pex and the allowed signers to hosts that lack them.",
+        ),
+    ] = False,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust",
+            help="The allowed signers --bootstrap installs [default: the keys that signed the bundles].",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=1, help="Give up on a host after this many seconds."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Copy each host's bundle with scp and apply it there through ssh, wave by wave."""
+    from .push import PushOptions, push
+    from .render import render_push_host, render_push_summary
+
+    options = PushOptions(
+        environment=environment,
+        repository=repository,
+        out=out,
+        hosts=tuple(host or ()),
+        jobs=jobs,
+        bootstrap=bootstrap,
+        trust=trust,
+        timeout=timeout,
+    )
+    result = guarded(lambda: push(options, None if json_output else render_push_host))
+    if json_output:
+        print_json(result.to_json())
+    else:
+        render_push_summary(result)
+    if result.failed:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command("executor-pex")

@@ -11,6 +11,7 @@ from executor.console import print_note, size, stderr, stdout
 
 from .build import BuildResult
 from .inspect import BundleDiff, Inspection
+from .push import HostPush, PushResult
 from .runtime import Step
 
 
@@ -126,3 +127,42 @@ class LiveProgress:
         if self.status is not None:
             self.status.stop()
             self.status = None
+
+
+_PUSH_STYLES = {"ok": "green", "skipped": "yellow", "locked": "yellow"}
+
+
+def render_push_host(result: HostPush) -> None:
+    """One line per host, as its result arrives."""
+    style = _PUSH_STYLES.get(result.status, "red")
+    changed = len(result.changed)
+    if result.ok:
+        what = f"{changed} component{'s' if changed != 1 else ''} changed"
+        if result.generation is not None:
+            what += f", generation {result.generation}"
+    else:
+        what = result.message
+    extra = f" (installed {', '.join(result.bootstrapped)})" if result.bootstrapped else ""
+    stdout.print(
+        f"[{style}]{result.status:<11}[/] {escape(result.host)}: {escape(what)}"
+        f" [dim]({result.duration_s:.1f}s){escape(extra)}[/]"
+    )
+
+
+def render_push_summary(result: PushResult) -> None:
+    if len(result.waves) > 1:
+        listed = "; ".join(f"{n}. {', '.join(w)}" for n, w in enumerate(result.waves, 1))
+        stdout.print(f"waves    {escape(listed)}")
+    failed = result.failed
+    count = len(result.hosts)
+    if not failed:
+        stdout.print(
+            f"[bold green]ok[/]: {count} host{'s' if count != 1 else ''} of "
+            f"{escape(result.environment)} applied in {result.duration_s:.1f}s"
+        )
+        return
+    names = ", ".join(f"{h.host} ({h.status})" for h in failed)
+    stdout.print(
+        f"[bold red]failed[/]: {len(failed)} of {count} host{'s' if count != 1 else ''} "
+        f"did not apply: {escape(names)}"
+    )

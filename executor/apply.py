@@ -317,19 +317,21 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
 
 
 def _rollback_bundle(options: ApplyOptions) -> str:
-    """The kept bundle of the generation a rollback goes to."""
+    """The kept bundle of the generation a rollback goes to: the one named,
+    else the current one when the last apply failed (the host is part way
+    into a bundle that never became current: back to what ran), else the
+    previous one."""
     state_directory = options.state_directory
     state = load_state(state_directory)
-    number = options.rollback_to if options.rollback_to is not None else state.previous
+    number = options.rollback_to
+    if number is None:
+        current = None if state.current is None else generations.find(state_directory, state.current)
+        failed_since = current is not None and state.bundle != current.digest
+        number = state.current if failed_since else state.previous
     if number is None:
         raise StateError(
             "there is no previous generation to roll back to",
             hint="'executor status' lists the generations kept; name one: executor rollback N",
-        )
-    if number == state.current:
-        raise StateError(
-            f"generation {number} is already current",
-            hint="name another generation ('executor status' lists them)",
         )
     return generations.find(state_directory, number).bundle_path(state_directory)
 
@@ -399,15 +401,17 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
     runtimes = runtime_directory(options.state_directory, options.runtime_directory)
     runtime_entry = bundle.manifest.blob("runtime")
     assert runtime_entry is not None  # the manifest decoder requires it
-    if options.dry_run and not (
-        cached.is_dir() and (runtimes / runtime_entry.sha256 / READY).is_file()
-    ):
+    if options.dry_run:
+        # What the host has already is used; what it lacks is made in a
+        # scratch directory that goes away with the run.
         scratch = Path(
             cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-dry-run-"))
         )
-        repository = unpack_snapshot(bundle, scratch / "store")
+        store = cached.parent if cached.is_dir() else scratch / "store"
+        repository = unpack_snapshot(bundle, store)
         run.phase("unpack")
-        python = prepare_runtime(bundle, scratch / "runtimes", options.timeout)
+        ready = (runtimes / runtime_entry.sha256 / READY).is_file()
+        python = prepare_runtime(bundle, runtimes if ready else scratch / "runtimes", options.timeout)
     else:
         repository = unpack_snapshot(bundle, cached.parent)
         run.phase("unpack")

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -136,6 +137,37 @@ def write_atomic(path: str, data: bytes, *, mode: int | None = None) -> None:
     fsync_directory(os.path.dirname(path) or ".")
 
 
+def _staging_prefix(path: str) -> str:
+    # The file's own name (shortened to stay within NAME_MAX) makes what a
+    # killed run left staged recognisable.
+    return f".consign-{os.path.basename(path)[:128]}."
+
+
+_STAGED = re.compile(r"\.consign-.+\.[a-z0-9_]{8}")
+# Directories this process has cleaned of staged leftovers (once each).
+_cleaned: set[str] = set()
+
+
+def _remove_stale_staging(directory: str) -> None:
+    """Remove files a killed run staged in `directory` but never renamed.
+
+    Once per directory and process, before this process stages anything
+    there: one apply runs at a time, so none of them is anyone's work.
+    """
+    key = os.path.abspath(directory)
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if _STAGED.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
 def stage_file(path: str, parts: Iterable[bytes], *, mode: int | None = None) -> str:
     """Write `parts` to a new temporary file beside `path`; return its name.
 
@@ -147,7 +179,8 @@ def stage_file(path: str, parts: Iterable[bytes], *, mode: int | None = None) ->
         existing: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         existing = None
-    fd, temporary = tempfile.mkstemp(prefix=".consign-", dir=directory)
+    _remove_stale_staging(directory)
+    fd, temporary = tempfile.mkstemp(prefix=_staging_prefix(path), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             for part in parts:

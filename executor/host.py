@@ -187,6 +187,9 @@ HOST_KEYS = ("/etc/ssh/ssh_host_ed25519_key.pub",)
 def initialise(config: HostConfig, path: str, *, force: bool = False) -> InitResult:
     """Write the executor config and create the state directory (0700)."""
     notes: list[str] = []
+    if os.path.lexists(path) and not force:
+        # Before anything is created: a refused init changes nothing.
+        write_host_config(config, path, force=False)
     state_directory = config.state_dir or "/var/lib/consign"
     prepare_directory(state_directory)
     trust = config.trust or DEFAULT_TRUST_FILE

@@ -101,11 +101,15 @@ def load_host_config(explicit: str | None = None) -> HostConfig:
                 f"the executor config {path} has an unknown setting {key!r}",
                 hint=suggest(key, _KEYS),
             )
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             raise HostConfigError(
-                f"the executor config {path}: {key} must be a non-empty string, "
-                f"got {type(value).__name__}",
+                f"the executor config {path}: {key} must be a string, got {type(value).__name__}",
                 hint=f'write it as {key} = "..."',
+            )
+        if not value:
+            raise HostConfigError(
+                f"the executor config {path}: {key} is empty",
+                hint=f"give {key} a value, or remove the line for the default",
             )
         if key in _PATHS and not os.path.isabs(value):
             raise HostConfigError(

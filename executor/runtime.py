@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .bundle import VerifiedBundle
 from .errors import RuntimeFailure
+from .fs import die_with_parent
 from .generations import GENERATIONS_DIR, remove_tree
 from .manifest import Manifest
 from .state import check_private
@@ -113,7 +114,14 @@ def make_venv(
     ]
     try:
         completed = subprocess.run(
-            command, env=environment, capture_output=True, text=True, check=False, timeout=timeout
+            command,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            # A killed executor takes the half-made environment's maker along.
+            preexec_fn=die_with_parent,
         )
     except subprocess.TimeoutExpired:
         return f"making the environment took longer than {timeout:g}s"

@@ -1,0 +1,58 @@
+"""Atomic writes: what a killed run staged is removed by the next one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import executor.fs as fs
+from executor.fs import write_atomic
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each test is a new run: no directory cleaned yet.
+    monkeypatch.setattr(fs, "_cleaned", set())
+
+
+def test_a_staged_file_a_killed_run_left_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    leftover = tmp_path / ".consign-app.conf.k3x9_a0q"
+    leftover.write_bytes(b"half of the new cont")
+    other = tmp_path / ".consign-other.conf.abcdefgh"
+    other.write_bytes(b"half")
+    # Names that only look alike stay: the user's own files.
+    kept = [
+        tmp_path / ".consign-notes",
+        tmp_path / ".consign-app.conf.toolong123",
+        tmp_path / "app.conf.k3x9_a0q",
+    ]
+    for path in kept:
+        path.write_text("mine\n")
+
+    write_atomic(str(tmp_path / "app.conf"), b"new\n")
+
+    assert (tmp_path / "app.conf").read_bytes() == b"new\n"
+    assert not leftover.exists() and not other.exists()
+    assert all(path.read_text() == "mine\n" for path in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["app.conf", *(p.name for p in kept)]
+    )
+
+
+def test_a_directory_is_cleaned_once_per_process(tmp_path: Path) -> None:
+    write_atomic(str(tmp_path / "a"), b"a")
+    # Staged later by this same process (another file of a set, say): kept.
+    staged = tmp_path / ".consign-b.12345678"
+    staged.write_bytes(b"b")
+
+    write_atomic(str(tmp_path / "c"), b"c")
+
+    assert staged.exists()
+
+
+def test_a_long_name_stays_within_the_file_system_s_limit(tmp_path: Path) -> None:
+    name = "x" * 250
+    write_atomic(str(tmp_path / name), b"data")
+
+    assert (tmp_path / name).read_bytes() == b"data"
