@@ -297,13 +297,21 @@ def verify_envelope(envelope: Envelope, trust: Trust, now: int) -> VerifiedBundl
     signer, reasons = trust.check(envelope.signatures, envelope.manifest_bytes, now)
     if signer is None:
         tampered = any("does not match the manifest" in reason for reason in reasons)
+        revoked = bool(reasons) and all(r.endswith("the key is revoked") for r in reasons)
+        if tampered:
+            hint = "the manifest was changed after it was signed: copy the bundle again or rebuild it"
+        elif revoked:
+            hint = (
+                "the key that signed it is revoked on this host: rebuild and sign with a key "
+                "that is not (docs/operations.md, When a key is stolen)"
+            )
+        else:
+            hint = (
+                "add the builder's key to the allowed signers (bundle keys generate prints "
+                "the line), or rebuild with a trusted key"
+            )
         raise SignatureError(
-            f"{path} has no signature this host trusts: " + "; ".join(reasons),
-            hint="the manifest was changed after it was signed: copy the bundle again or "
-            "rebuild it"
-            if tampered
-            else "add the builder's key to the allowed signers (bundle keys generate prints "
-            "the line), or rebuild with a trusted key",
+            f"{path} has no signature this host trusts: " + "; ".join(reasons), hint=hint
         )
     manifest = decode_unverified(envelope)
     _check_length(envelope, manifest)

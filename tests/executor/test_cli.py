@@ -283,6 +283,10 @@ def test_a_bundle_signed_by_a_revoked_key_is_refused(fleet: Fleet, tmp_path: Pat
 
         assert result.exit_code == 3, result.output
         assert result.stderr.startswith(f"error: {message}\n")
+        assert (
+            "  hint: the key that signed it is revoked on this host: rebuild and sign with a "
+            "key that is not (docs/operations.md, When a key is stolen)\n"
+        ) in result.stderr
     assert not (tmp_path / "target").exists()
 
 
