@@ -371,16 +371,16 @@ def _times(options: BuildOptions, status: Status) -> tuple[int, int]:
     return serial, epoch if epoch is not None else moment
 
 
-def _key_paths(
-    options: BuildOptions,
+def key_paths(
+    given: tuple[Path, ...],
     repository: Repository,
     configured: tuple[str, ...],
     snapshot: set[str],
 ) -> list[Path]:
     """--sign-key, else CONSIGN_SIGN_KEY, else [environment] sign_key; never a
     private key in the repository snapshot, which every bundle carries."""
-    if options.sign_keys:
-        paths = list(options.sign_keys)
+    if given:
+        paths = list(given)
     elif os.environ.get("CONSIGN_SIGN_KEY", "").strip():
         variable = os.environ["CONSIGN_SIGN_KEY"]
         paths = [Path(p).expanduser() for p in variable.split(os.pathsep) if p.strip()]
@@ -439,8 +439,10 @@ def build(options: BuildOptions) -> BuildResult:
         # The keys before any long work: a build that cannot sign stops now.
         snapshot = {f.name for f in files}
         try:
-            key_paths = tuple(_key_paths(options, repository, config.settings.sign_keys, snapshot))
-            signers = load_signers(key_paths)
+            keys = tuple(
+                key_paths(options.sign_keys, repository, config.settings.sign_keys, snapshot)
+            )
+            signers = load_signers(keys)
         except ConsignError as exc:
             if not environment_errors:
                 raise
@@ -452,7 +454,7 @@ def build(options: BuildOptions) -> BuildResult:
             source=Source(commit=status.commit, dirty=status.dirty),
             serial=serial,
             build_time=build_time,
-            key_paths=key_paths,
+            key_paths=keys,
             signers=signers,
         )
         compressed = os.path.join(scratch, "repo.tar.zst")

@@ -153,6 +153,55 @@ def diff_command(
         render_diff(diff)
 
 
+@app.command("publish")
+def publish_command(
+    environment: Annotated[str, typer.Argument(help="The environment to publish, e.g. prod.")],
+    destination: Annotated[Path, typer.Argument(help="The directory a web server serves.")],
+    repository: Annotated[
+        Path, typer.Option("-C", "--repository", help="The deployment repository.")
+    ] = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where 'bundle build --out' wrote the bundles [default: REPOSITORY/bundles]."),
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Publish only this host (repeatable).")
+    ] = None,
+    sign_key: Annotated[
+        list[Path] | None,
+        typer.Option("--sign-key", help="Sign the pointers with this key (repeatable), as for build."),
+    ] = None,
+    expires_in: Annotated[
+        str,
+        typer.Option("--expires-in", help="How long pointers stay valid: seconds, or 30m, 12h, 7d."),
+    ] = "7d",
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="Only re-sign the published pointers with a new expiry."),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Write the static layout hosts pull from: pointers, manifests, blobs."""
+    from .publish import PublishOptions, publish, parse_duration
+    from .render import render_publish
+
+    options = PublishOptions(
+        environment=environment,
+        destination=destination,
+        repository=repository,
+        out=out,
+        hosts=tuple(host or ()),
+        sign_keys=tuple(sign_key or ()),
+        expires_in=guarded(lambda: parse_duration(expires_in, "--expires-in")),
+        refresh=refresh,
+    )
+    result = guarded(lambda: publish(options))
+    if json_output:
+        print_json(result.to_json())
+    else:
+        render_publish(result)
+
+
 @app.command("push")
 def push_command(
     environment: Annotated[str, typer.Argument(help="The environment to push, e.g. prod.")],

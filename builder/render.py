@@ -11,6 +11,7 @@ from executor.console import print_note, size, stderr, stdout
 
 from .build import BuildResult
 from .inspect import BundleDiff, Inspection
+from .publish import PublishResult
 from .push import HostPush, PushResult
 from .runtime import Step
 
@@ -165,4 +166,22 @@ def render_push_summary(result: PushResult) -> None:
     stdout.print(
         f"[bold red]failed[/]: {len(failed)} of {count} host{'s' if count != 1 else ''} "
         f"did not apply: {escape(names)}"
+    )
+
+
+def render_publish(result: PublishResult) -> None:
+    for host in result.hosts:
+        expires = datetime.fromtimestamp(host.expires, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if result.refresh:
+            what = "re-signed"
+        else:
+            what = f"{len(host.written)} new file{'s' if len(host.written) != 1 else ''}, {size(host.written_bytes)}"
+        stdout.print(
+            f"[green]published[/] {escape(host.host)}: serial {host.serial}, bundle "
+            f"{host.manifest[:12]} ({what}); expires {expires}"
+        )
+    count = len(result.hosts)
+    stdout.print(
+        f"[bold green]ok[/]: {count} pointer{'s' if count != 1 else ''} for "
+        f"{escape(result.environment)} in {escape(str(result.destination))}"
     )

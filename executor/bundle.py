@@ -343,7 +343,7 @@ class BundleReader:
             offset += entry.size
         raise BundleError(f"{self.path} has no {name!r} blob")
 
-    def _stored_chunks(self, name: str) -> Iterator[bytes]:
+    def stored_chunks(self, name: str) -> Iterator[bytes]:
         """The blob's stored bytes; raises at the end if they do not match."""
         entry = self.manifest.blob(name)
         if entry is None:
@@ -375,7 +375,7 @@ class BundleReader:
     def check_blobs(self) -> None:
         """Hash every blob as stored, before anything is decompressed."""
         for entry in self.manifest.blobs:
-            for _chunk in self._stored_chunks(entry.name):
+            for _chunk in self.stored_chunks(entry.name):
                 pass
 
     def raw_chunks(self, name: str) -> Iterator[bytes]:
@@ -383,7 +383,7 @@ class BundleReader:
         entry = self.manifest.blob(name)
         if entry is None:
             raise BundleError(f"{self.path} has no {name!r} blob")
-        stored = self._stored_chunks(name)
+        stored = self.stored_chunks(name)
         if entry.compression is Compression.NONE:
             chunks = stored
         else:

@@ -260,6 +260,70 @@ def apply(
 
 
 @app.command()
+def pull(
+    base_url: Annotated[
+        str, typer.Argument(help="Where 'bundle publish' output is served, e.g. https://deploy.example.com/prod.")
+    ],
+    host: HostOption = None,
+    environment: EnvironmentOption = None,
+    target_dir: TargetOption = None,
+    state_dir: StateOption = None,
+    runtime_dir: RuntimeOption = None,
+    trust: TrustOption = None,
+    revoked: RevokedOption = None,
+    timeout: TimeoutOption = None,
+    wait: WaitOption = DEFAULT_WAIT_SECONDS,
+    splay: Annotated[
+        float, typer.Option("--splay", min=0, help="First sleep a random time up to this many seconds.")
+    ] = 0.0,
+    deadline: Annotated[
+        float, typer.Option("--deadline", min=1, help="Give up downloading after this many seconds.")
+    ] = 900.0,
+    min_rate: Annotated[
+        float,
+        typer.Option("--min-rate", min=1, help="Bytes per second below which a download is retried."),
+    ] = 4096.0,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Fetch this host's pointer from BASE_URL; download, verify and apply a new bundle."""
+    from .apply import ApplyStatus
+    from .pull import PullOptions
+    from .pull import pull as run_pull
+    from .render import render_pull
+
+    settings = _config(config)
+    apply_options = _apply_options(
+        settings,
+        "",
+        host,
+        environment,
+        target_dir,
+        state_dir,
+        runtime_dir,
+        trust,
+        revoked,
+        timeout=timeout,
+        wait=wait,
+    )
+    options = PullOptions(base_url, apply_options, splay=splay, deadline=deadline, min_rate=min_rate)
+    result = guarded(
+        lambda: run_pull(options),
+        json_error=refused_json(apply_options.host, base_url, {**APPLY_KEYS, "kind": "pull"})
+        if json_output
+        else None,
+        verbose=verbose,
+    )
+    if json_output:
+        print_json(result.to_json())
+    else:
+        render_pull(result, verbose)
+    if result.applied is not None and result.applied.status is not ApplyStatus.OK:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
 def rollback(
     generation: Annotated[
         int | None,
@@ -417,9 +481,24 @@ def init(
         Path, typer.Option("--config", envvar="CONSIGN_CONFIG", help="Where to write the config.")
     ] = Path(DEFAULT_CONFIG_FILE),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing config.")] = False,
+    timer: Annotated[
+        str | None,
+        typer.Option("--timer", help="Also install systemd units that pull from this URL."),
+    ] = None,
+    interval: Annotated[
+        str, typer.Option("--interval", help="With --timer: how often (5min ... 12h).")
+    ] = "15min",
+    unit_dir: Annotated[
+        Path, typer.Option("--unit-dir", help="With --timer: where the units go.")
+    ] = Path("/etc/systemd/system"),
 ) -> None:
     """Write this host's executor config and create its state directory."""
     from .host import initialise
+    from .units import install_units, render_units
+
+    units = None
+    if timer is not None:
+        units = guarded(lambda: render_units(timer, interval, config=str(config)))
 
     for name, value in (("--trust", trust), ("--state-dir", state_dir), ("--metrics", metrics),
                         ("--target-dir", target_dir)):
@@ -441,6 +520,33 @@ def init(
     if result.host_key:
         stdout.print("this host's SSH host key (a recipient for its secrets):")
         stdout.print(escape(result.host_key))
+    if units is not None:
+        written = guarded(lambda: install_units(units, str(unit_dir)))
+        for path in written:
+            stdout.print(f"[green]wrote[/] {escape(path)}")
+        stdout.print("enable it with: systemctl daemon-reload && systemctl enable --now consign-pull.timer")
+
+
+@app.command("systemd-units")
+def systemd_units(
+    url: Annotated[str, typer.Argument(help="The URL 'executor pull' fetches from.")],
+    interval: Annotated[
+        str, typer.Option("--interval", help="How often: 5min, 10min, 15min, ... 1h ... 12h.")
+    ] = "15min",
+    executor_command: Annotated[
+        str | None,
+        typer.Option("--executor", help="The command that runs the executor [default: this one]."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a systemd service and timer that run 'executor pull URL' on a schedule."""
+    from .units import render_units
+
+    units = guarded(
+        lambda: render_units(url, interval, executor_command, None if config is None else str(config))
+    )
+    for name, text in units.items():
+        sys.stdout.write(f"# /etc/systemd/system/{name}\n{text}\n")
 
 
 @app.command("reset-serial")

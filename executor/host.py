@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import generations
-from .errors import StateError
+from .bundle import decode_unverified, read_envelope
+from .errors import ConsignError, StateError
 from .generations import Generation
 from .hostconfig import HostConfig, write_host_config
 from .lock import DEFAULT_WAIT_SECONDS, Holder, lock_holder, state_lock
@@ -161,6 +163,11 @@ def collect_garbage(
                 f"runtimes in {runtime_root} were kept: that directory is outside the state "
                 "directory and may be shared with other state directories"
             )
+        for path in _unused_downloads(state_directory, survivors):
+            freed += path.stat().st_size
+            removed.append(str(path))
+            if not dry_run:
+                path.unlink()
         if not dry_run:
             removed += remove_stale_work(state_directory, runtime_dir)
         return GcResult(
@@ -171,6 +178,33 @@ def collect_garbage(
             notes=tuple(notes),
             dry_run=dry_run,
         )
+
+
+# A download (pull) this old in STATE/incoming is no pull's work in progress.
+STALE_DOWNLOAD_SECONDS = 3600.0
+
+
+def _unused_downloads(state_directory: str, kept: list[Generation]) -> list[Path]:
+    """Blobs in STATE/blobs no kept generation uses, and old leftovers of
+    pulls in STATE/incoming (executor.pull)."""
+    used: set[str] = set()
+    for generation in kept:
+        with contextlib.suppress(ConsignError):
+            envelope = read_envelope(generation.bundle_path(state_directory))
+            used |= {entry.sha256 for entry in decode_unverified(envelope).blobs}
+    found: list[Path] = []
+    blobs = Path(state_directory, "blobs")
+    for entry in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+        if entry.is_file() and not entry.name.startswith(".") and entry.name not in used:
+            found.append(entry)
+    incoming = Path(state_directory, "incoming")
+    now = time.time()
+    for directory in (blobs, incoming):
+        for entry in sorted(directory.iterdir()) if directory.is_dir() else []:
+            stale = now - entry.stat().st_mtime > STALE_DOWNLOAD_SECONDS
+            if entry.is_file() and stale and (directory == incoming or entry.name.startswith(".")):
+                found.append(entry)
+    return found
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ AUDIT_FILE = "audit.log"
 _MAX_STATUS_BYTES = 1 << 20
 
 # What a run did: kind and result.
-KINDS = ("apply", "rollback", "dry-run")
+KINDS = ("apply", "rollback", "dry-run", "pull")
 RESULTS = ("ok", "failed", "refused", "locked")
 
 

@@ -8,6 +8,7 @@ from rich.markup import escape
 
 from .apply import ApplyResult, ApplyStatus
 from .host import GcResult, HostStatus
+from .pull import PullResult
 from .console import print_error, print_note, size, stdout
 from .outcome import RootStatus
 from .run import Level
@@ -139,3 +140,22 @@ def render_gc(result: GcResult) -> None:
         f"{len(result.removed_paths) - count} other entries, {size(result.freed_bytes)}; "
         f"kept generations {kept}"
     )
+
+
+def render_pull(result: PullResult, verbose: bool) -> None:
+    pointer = result.pointer
+    fetched = (
+        f"{result.requests} request{'s' if result.requests != 1 else ''}, "
+        f"{size(result.received_bytes)}"
+    )
+    if result.applied is None:
+        stdout.print(
+            f"[bold green]ok[/]: {escape(result.host)} already runs serial {pointer.serial} "
+            f"(bundle {pointer.manifest[:12]}); no change ({fetched})"
+        )
+        return
+    stdout.print(
+        f"[bold]pulled[/] serial {pointer.serial} (bundle {pointer.manifest[:12]}): "
+        f"{len(result.downloaded)} file{'s' if len(result.downloaded) != 1 else ''} downloaded ({fetched})"
+    )
+    render_result(result.applied, verbose)
