@@ -26,7 +26,8 @@ from executor.component import accepts_attribute, attribute_names
 from executor.component import Component
 from executor.configure import configure_root, runtime_objects, tree_of
 from executor.dns import Recorder, overrides_table, recording, resolving
-from executor.errors import ConsignError, OverrideError, suggest
+from executor.decode import DecodeError
+from executor.errors import ConfigurationError, ConsignError, OverrideError, suggest
 from executor.fs import HashingWriter, fsync_directory, stage_file
 from executor.loader import Registry, load_components
 from executor.manifest import BlobEntry, Compression, Manifest, Source, encode_manifest
@@ -39,6 +40,8 @@ from executor.model import (
     RootRecord,
     SkippedRoot,
     encode_model,
+    model_from_data,
+    model_to_data,
 )
 from executor.utils import family_defaults
 from executor.snapshot import SnapshotFile, extract_tar, write_tar
@@ -46,7 +49,7 @@ from executor.snapshot import SnapshotFile, extract_tar, write_tar
 from .discovery import LiveResources, RootId, configure_all
 from .environment import ENVIRONMENTS_DIR, EnvironmentConfig, HostConfig, load_environment
 from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
-from .repository import Repository, Status, source_date_epoch
+from .repository import Repository, Status, last_change, source_date_epoch
 from .runtime import (
     ImportAudit,
     Progress,
@@ -371,6 +374,23 @@ def _times(options: BuildOptions, status: Status) -> tuple[int, int]:
     return serial, epoch if epoch is not None else moment
 
 
+def _snapshot_time(
+    options: BuildOptions, repository: Repository, status: Status, build_time: int, out: Path
+) -> int:
+    """The file times of the shipped snapshot: the last commit that changed a
+    shipped file, so that a commit touching only environments/ (which stays
+    on the builder) leaves the repository blob's bytes, and what pulling
+    hosts download, unchanged. Dirty trees, SOURCE_DATE_EPOCH and trees
+    outside git use the build time."""
+    if status.dirty or source_date_epoch() is not None:
+        return build_time
+    excluded = [ENVIRONMENTS_DIR]
+    with contextlib.suppress(ValueError):
+        excluded.append(out.relative_to(repository.root).as_posix())
+    changed = last_change(repository, tuple(excluded))
+    return changed if changed is not None else build_time
+
+
 def key_paths(
     given: tuple[Path, ...],
     repository: Repository,
@@ -420,7 +440,9 @@ def build(options: BuildOptions) -> BuildResult:
         # and overrides are in it, and the models carry what each host needs.
         definitions = [f for f in files if _is_definition(f.name)]
         shipped = [f for f in files if not _is_definition(f.name)]
-        raw_size, raw_sha256 = _write_snapshot(shipped, build_time, tar)
+        raw_size, raw_sha256 = _write_snapshot(
+            shipped, _snapshot_time(options, repository, status, build_time, out), tar
+        )
         tree = Path(scratch, "repository")
         # Configure from what hosts receive, not from the working tree: a
         # file git ignores must fail the build, not the deploy.
@@ -517,6 +539,21 @@ def _configure_all(
         raise BuildFailed(run.errors, notes=config.notes)
     built = {h.name for h in config.hosts if run.select(h) is None}
     models = [m for m in configured if m.host.name in built]
+    # What the host will decode, decoded here: a model a host would refuse
+    # (a value frozen too deep, say) fails the build, not the deploy.
+    unreadable = []
+    for model in models:
+        try:
+            model_from_data(model_to_data(model))
+        except DecodeError as exc:
+            unreadable.append(
+                ConfigurationError(
+                    f"the model of host {model.host.name!r} holds what hosts cannot read: {exc}",
+                    hint="provide flatter values (nesting is limited), plain data or Addresses",
+                ).for_host(model.host.name)
+            )
+    if unreadable:
+        raise BuildFailed(unreadable, notes=config.notes)
     return models, skipped_hosts, runtimes, waves
 
 

@@ -35,6 +35,7 @@ from .errors import BuildError
 # bundle diff reads bundles nobody vouched for: bound the temporary files.
 MAX_DIFF_SNAPSHOT_BYTES = 2 << 30
 MAX_RUNTIME_BYTES = 2 << 30
+MAX_PEX_INFO_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,12 @@ def runtime_distributions(bundle: BundleReader) -> dict[str, str]:
         data.seek(0)
         try:
             with zipfile.ZipFile(data) as pex:
+                if pex.getinfo("PEX-INFO").file_size > MAX_PEX_INFO_BYTES:
+                    raise ValueError(f"PEX-INFO is larger than {MAX_PEX_INFO_BYTES} bytes")
                 info = json.loads(pex.read("PEX-INFO"))
             files = info["distributions"]
+            if not isinstance(files, dict) or not all(isinstance(n, str) for n in files):
+                raise ValueError("PEX-INFO's distributions are not a map of wheel names")
             wheels = [parse_wheel_filename(name) for name in files]
         except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
             raise BundleError(

@@ -19,6 +19,7 @@ a puller reassembles it and applies it as ``executor apply`` would.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ def parse_duration(text: str, option: str) -> int:
     value = text.strip().lower()
     unit = _UNITS.get(value[-1:], None) if value else None
     number = value[:-1] if unit else value
-    if not number.isdigit():
+    if not re.fullmatch(r"[0-9]{1,12}", number):
         raise BuildError(
             f"{option} must be a duration like 3600, 30m, 12h or 7d, got {text!r}",
         )
@@ -108,11 +109,20 @@ class PublishResult:
         }
 
 
+def _directory(path: Path) -> None:
+    """A directory of the layout, readable by a web server whatever the
+    umask (directories that exist already keep their mode)."""
+    for directory in (path.parent, path):
+        if not directory.is_dir():
+            directory.mkdir(parents=True)
+            os.chmod(directory, 0o755)
+
+
 def _write_new(path: Path, chunks: Iterable[bytes]) -> int:
     """Write a content-addressed file unless it is there; the bytes written."""
     if path.is_file():
         return 0
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _directory(path.parent)
     written = 0
 
     def counted() -> Iterator[bytes]:
@@ -234,6 +244,22 @@ def _check_not_older(destination: Path, host: str, bundle: BundleReader) -> None
         )
 
 
+def _write_pointer(path: Path, data: bytes) -> None:
+    """Replace the pointer; its time always moves on, so that servers whose
+    ETag and Last-Modified come from the file's second never answer a
+    conditional request for the new pointer with 304 (two publishes in one
+    second)."""
+    try:
+        before: float | None = path.stat().st_mtime
+    except FileNotFoundError:
+        before = None
+    _directory(path.parent)
+    write_atomic(str(path), data, mode=0o644)
+    if before is not None and int(path.stat().st_mtime) <= int(before):
+        moment = int(before) + 1
+        os.utime(path, (moment, moment))
+
+
 def _sign(pointer: Pointer, signers: list[Signer]) -> bytes:
     payload = pointer.payload()
     return encode_pointer(pointer, [signer.sign(payload) for signer in signers])
@@ -271,9 +297,7 @@ def _publish_host(
         issued=now,
         expires=now + expires_in,
     )
-    path = _pointer_path(destination, host)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    write_atomic(str(path), _sign(pointer, signers), mode=0o644)
+    _write_pointer(_pointer_path(destination, host), _sign(pointer, signers))
     return PublishedHost(host, pointer.serial, pointer.manifest, pointer.expires, tuple(written), total)
 
 
@@ -293,5 +317,5 @@ def _refresh(destination: Path, host: str, signers: list[Signer], now: int, expi
     pointer = Pointer(
         old.host, old.environment, old.serial, old.manifest, old.manifest_size, now, now + expires_in
     )
-    write_atomic(str(path), _sign(pointer, signers), mode=0o644)
+    _write_pointer(path, _sign(pointer, signers))
     return PublishedHost(host, pointer.serial, pointer.manifest, pointer.expires)

@@ -20,10 +20,13 @@ reported as unreachable, never left out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -39,7 +42,7 @@ from executor.errors import ConsignError, ErrorList
 from .environment import ENVIRONMENTS_DIR, PushSettings, load_environment
 from .errors import BuildError
 from .inspect import _model
-from .runtime import Target, build_executor_pex, cache_directory, own_python
+from .runtime import Target, build_executor_pex, cache_directory, executor_key, host_target
 from .signing import allowed_signers_line
 
 SSH_CONFIG_FILE = "ssh_config"
@@ -48,7 +51,6 @@ DEFAULT_ALLOWED_SIGNERS = "/etc/consign/allowed_signers"
 DEFAULT_PEX_ROOT = "/var/lib/consign/pex"
 # What ssh exits with when it could not connect (or lost the connection).
 SSH_FAILED = 255
-MAX_OUTPUT = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class _Target:
     destination: str
     bundle: Path
     digest: str
-    python: str | None
+    runtime_target: Target
     push: PushSettings
     after: frozenset[str]
 
@@ -165,14 +167,15 @@ class _Ssh:
         return (["-F", str(self.config)] if self.config else []) + options
 
     def close(self, destination: str) -> None:
-        """End the host's shared connection."""
-        subprocess.run(
-            ["ssh", *self.options(destination), "-O", "exit", destination],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        """End the host's shared connection (it would end by itself soon)."""
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                ["ssh", *self.options(destination), "-O", "exit", destination],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
 
     def run(self, command: list[str], deadline: float | None) -> subprocess.CompletedProcess[str]:
         left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -238,6 +241,12 @@ def _targets(options: PushOptions) -> tuple[list[_Target], list[ConsignError]]:
                 f"--host {name!r} is not a host of environment {options.environment!r}",
                 hint=f"its hosts: {', '.join(known)}",
             )
+    for name in options.hosts:
+        if known[name].ignored:
+            raise BuildError(
+                f"--host {name!r} is ignored in environment {options.environment!r} (ignore = true)",
+                hint="remove 'ignore' from its section to deploy it",
+            )
     chosen = [h for h in config.hosts if not h.ignored and (not options.hosts or h.name in options.hosts)]
     targets: list[_Target] = []
     problems: list[ConsignError] = []
@@ -278,7 +287,9 @@ def _targets(options: PushOptions) -> tuple[list[_Target], list[ConsignError]]:
                 destination=manifest.fqdn,
                 bundle=path,
                 digest=bundle.digest,
-                python=manifest.target.python,
+                runtime_target=host_target(
+                    repository, options.environment, host.name, host.python or manifest.target.python
+                ),
                 push=host.push,
                 after=after,
             )
@@ -336,23 +347,23 @@ def _signers_file(targets: Sequence[_Target], options: PushOptions, scratch: Pat
 
 
 class _Bootstrap:
-    """executor.pex per target Python, built once per push (and cached)."""
+    """executor.pex per host target (the host's platform file or Python),
+    built once, before any host is contacted, and cached by its inputs."""
 
-    def __init__(self, signers: Path) -> None:
+    def __init__(self, signers: Path, targets: Sequence[_Target]) -> None:
         self.signers = signers
         self.built: dict[str, Path] = {}
+        cache = cache_directory(None)
+        for target in targets:
+            key = target.runtime_target.key
+            if key not in self.built:
+                out = cache / "executors" / f"{executor_key(target.runtime_target)}.pex"
+                if not out.is_file():
+                    build_executor_pex(out, target.runtime_target, cache)
+                self.built[key] = out
 
-    def executor_pex(self, python: str | None) -> Path:
-        from executor import __version__
-
-        version = python or own_python()
-        if version not in self.built:
-            cache = cache_directory(None)
-            out = cache / "executors" / f"executor-{__version__}-py{version}.pex"
-            if not out.is_file():
-                build_executor_pex(out, Target(version), cache)
-            self.built[version] = out
-        return self.built[version]
+    def executor_pex(self, target: Target) -> Path:
+        return self.built[target.key]
 
 
 def _push_host(
@@ -367,7 +378,9 @@ def _push_host(
         )
 
     installed: list[str] = []
-    remote = f".consign-push-{target.host}-{target.digest[:16]}.bundle"
+    # A name of this push's own: a re-run (after a timeout, say) never
+    # overwrites or removes the copy an earlier, still running apply reads.
+    remote = f".consign-push-{target.host}-{target.digest[:16]}-{secrets.token_hex(4)}.bundle"
     try:
         # Connect first: a host that does not answer is unreachable, whatever
         # scp would say about it.
@@ -426,7 +439,7 @@ def _push_host(
 
 def _report(stdout: str) -> dict[str, Any] | None:
     """The executor's --json object: the last line of stdout that is one."""
-    for line in reversed(stdout[-MAX_OUTPUT:].splitlines()):
+    for line in reversed(stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
@@ -457,7 +470,7 @@ def _bootstrap(target: _Target, ssh: _Ssh, bootstrap: _Bootstrap, deadline: floa
         return []
     installed = []
     for path, source, mode in missing:
-        local = source if source is not None else bootstrap.executor_pex(target.python)
+        local = source if source is not None else bootstrap.executor_pex(target.runtime_target)
         staged = f"{path}.consign-push"
         directory = os.path.dirname(path)
         _checked(
@@ -486,6 +499,12 @@ def push(options: PushOptions, report: Callable[[HostPush], None] | None = None)
     started = time.monotonic()
     if options.jobs < 1:
         raise BuildError(f"--jobs must be at least 1, got {options.jobs}")
+    for tool in ("ssh", "scp"):
+        if shutil.which(tool) is None:
+            raise BuildError(
+                f"{tool} is not installed here: bundle push runs OpenSSH's ssh and scp",
+                hint="install the OpenSSH client (Debian: apt-get install openssh-client)",
+            )
     targets, problems = _targets(options)
     if len(problems) == 1:
         raise problems[0]
@@ -500,7 +519,11 @@ def push(options: PushOptions, report: Callable[[HostPush], None] | None = None)
             options.connect_timeout,
             Path(scratch),
         )
-        bootstrap = _Bootstrap(_signers_file(targets, options, Path(scratch))) if options.bootstrap else None
+        bootstrap = (
+            _Bootstrap(_signers_file(targets, options, Path(scratch)), targets)
+            if options.bootstrap
+            else None
+        )
         failed: set[str] = set()
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
             for number, wave in enumerate(waves, 1):
@@ -520,7 +543,7 @@ def push(options: PushOptions, report: Callable[[HostPush], None] | None = None)
                         continue
                     futures[pool.submit(_push_host, target, number, ssh, bootstrap, options.timeout)] = target
                 for future in as_completed(futures):
-                    outcome = future.result()
+                    outcome = _outcome(future, futures[future], number)
                     results[outcome.host] = outcome
                     if not outcome.ok:
                         failed.add(outcome.host)
@@ -532,3 +555,14 @@ def push(options: PushOptions, report: Callable[[HostPush], None] | None = None)
         tuple(tuple(t.host for t in wave) for wave in waves),
         time.monotonic() - started,
     )
+
+
+def _outcome(future: Future[HostPush], target: _Target, wave: int) -> HostPush:
+    """The host's result; a failure nobody foresaw is that host's failure,
+    never the end of the push (every host gets its line)."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - reported as the host's result
+        return HostPush(
+            target.host, "failed", wave, message=f"consign failed: {type(exc).__name__}: {exc}"
+        )

@@ -163,6 +163,16 @@ class Repository:
 
 
 
+def last_change(repository: Repository, excluded: tuple[str, ...]) -> int | None:
+    """The commit time of the last commit that changed anything outside
+    `excluded` (paths relative to the root), or None outside git."""
+    if not repository.is_git():
+        return None
+    pathspec = [".", *(f":(exclude){path}" for path in excluded)]
+    when = repository._git("log", "-1", "--format=%ct", "--", *pathspec)
+    return int(when.strip()) if when and when.strip().isdigit() else None
+
+
 def source_date_epoch() -> int | None:
     """SOURCE_DATE_EPOCH, the reproducible-builds convention, when set."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")

@@ -15,6 +15,7 @@ with the same requirements and target share one build.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -364,7 +365,7 @@ def _explain(output: str, requirements: Requirements, target: Target) -> Runtime
             where
             for line in lines
             for requirement, where in requirements.locations.items()
-            if Requirement(requirement).name.lower() in line.lower()
+            if canonicalize_name(Requirement(requirement).name) in _names_in(line)
         ]
         return RuntimeBuildError(
             "the requirements contradict each other or consign's runtime: "
@@ -374,6 +375,12 @@ def _explain(output: str, requirements: Requirements, target: Target) -> Runtime
             f"own pins are {', '.join(pins())}); pin versions that agree",
         )
     return RuntimeBuildError(f"building the runtime failed for {target.describe()}", hint=tail)
+
+
+def _names_in(line: str) -> set[str]:
+    """The distribution names a line of pip's mentions, canonicalised (so
+    that 'py' is not found in 'pyyaml')."""
+    return {canonicalize_name(word) for word in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)}
 
 
 def _conflict_causes(output: str) -> list[str]:
@@ -674,11 +681,26 @@ def build_executor_pex(
             say,
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        staged = out.with_name(f".{out.name}.{os.getpid()}")
-        shutil.copyfile(output, staged)
-        os.chmod(staged, 0o755)
-        os.replace(staged, out)
+        fd, staged = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(output, staged)
+            os.chmod(staged, 0o755)
+            os.replace(staged, out)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            raise
     return out
+
+
+def executor_key(target: Target) -> str:
+    """The cache key of the host executor pex for `target`: consign's sources,
+    the pinned distributions it imports, pex, pip and the target."""
+    digest = hashlib.sha256(runtime_key(Requirements(), target).encode())
+    for pin in pins(EXECUTOR_DISTRIBUTIONS):
+        digest.update(pin.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def _run_pex(

@@ -85,10 +85,17 @@ class ApplyOptions:
     # then replaced by that generation's kept bundle.
     rollback: bool = False
     rollback_to: int | None = None
+    # Where the bundle came from when not a file the user named (executor
+    # pull: the pointer's URL); recorded instead of `bundle`.
+    origin: str | None = None
 
     @property
     def kind(self) -> str:
-        return "dry-run" if self.dry_run else "rollback" if self.rollback else "apply"
+        if self.dry_run:
+            return "dry-run"
+        if self.rollback:
+            return "rollback"
+        return "pull" if self.origin else "apply"
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(
@@ -196,7 +203,7 @@ def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
             raise StateError(
                 f"not enough space in {store}: {free} bytes free, unpacking needs about "
                 f"{2 * entry.raw_size}",
-                hint="free space, or run 'executor gc' when it exists",
+                hint="free space, e.g. with 'executor gc --keep 1'",
             )
         work = tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=store)
     except OSError as exc:
@@ -206,10 +213,12 @@ def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
         ) from None
     try:
         tar = os.path.join(work, "repo.tar")
-        bundle.extract_to("repo", tar)
         tree = os.path.join(work, "tree")
         try:
+            bundle.extract_to("repo", tar)
             extract_tar(tar, tree, durable=True)
+            os.chmod(tree, 0o555)
+            os.rename(tree, final)
         except BundleError as exc:
             raise BundleError(
                 exc.message,
@@ -217,8 +226,12 @@ def unpack_snapshot(bundle: VerifiedBundle, store: Path) -> Path:
                 hint="the repository snapshot is hostile or damaged; nothing was written. "
                 "Do not apply this bundle; rebuild it from a repository you trust",
             ) from None
-        os.chmod(tree, 0o555)
-        os.rename(tree, final)
+        except OSError as exc:
+            raise StateError(
+                f"cannot unpack the repository into {store}: {exc.strerror}",
+                hint="free space ('executor gc --keep 1' removes old generations), "
+                "then apply again; nothing was applied",
+            ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
@@ -267,7 +280,7 @@ class _Run:
             result=result,
             started=self.started,
             duration_s=time.monotonic() - self.clock,
-            bundle_path=self.options.bundle,
+            bundle_path=self.options.origin or self.options.bundle,
             host=manifest.host if manifest else self.options.host,
             environment=manifest.environment if manifest else self.options.environment,
             bundle=None if self.bundle is None else self.bundle.digest,
@@ -293,8 +306,8 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
     state_directory = options.state_directory
     with contextlib.ExitStack() as cleanup:
         if options.dry_run:
-            # A dry run writes nothing of the host's own, not even a lock
-            # file; it waits for an apply only when there is a state.
+            # A dry run changes nothing on a host without a state; with one,
+            # it waits for a running apply and leaves a line in the audit log.
             if os.path.isdir(state_directory):
                 _lock(run, cleanup)
         else:
@@ -308,6 +321,13 @@ def apply_bundle(options: ApplyOptions) -> ApplyResult:
         except ConsignError as error:
             refused = isinstance(error, RefusedError)
             _record(run, "refused" if refused else "failed", error)
+            raise
+        except BaseException as exc:
+            # Stopped (SIGTERM, ^C) or an error of consign's own: the record
+            # must not keep saying the last run was fine.
+            what = "stopped" if isinstance(exc, (SystemExit, KeyboardInterrupt)) else "failed"
+            with contextlib.suppress(Exception):
+                _record(run, "failed", ConsignError(f"the run {what}: {type(exc).__name__}: {exc}"))
             raise
         notes = _record(run, "ok" if result.error is None else "failed", result.error, result.changed)
         if notes:
@@ -377,7 +397,14 @@ def _record(
 
 def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
     options = run.options
-    started = run.clock
+    # --timeout bounds the run from here: waiting for the lock is not part of it.
+    started = time.monotonic()
+
+    def left() -> float | None:
+        if options.timeout is None:
+            return None
+        return max(options.timeout - (time.monotonic() - started), 0.001)
+
     acceptance = accept_bundle(options.verify_options())
     bundle = acceptance.bundle
     run.bundle = bundle
@@ -411,11 +438,11 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
         repository = unpack_snapshot(bundle, store)
         run.phase("unpack")
         ready = (runtimes / runtime_entry.sha256 / READY).is_file()
-        python = prepare_runtime(bundle, runtimes if ready else scratch / "runtimes", options.timeout)
+        python = prepare_runtime(bundle, runtimes if ready else scratch / "runtimes", left())
     else:
         repository = unpack_snapshot(bundle, cached.parent)
         run.phase("unpack")
-        python = prepare_runtime(bundle, runtimes, options.timeout)
+        python = prepare_runtime(bundle, runtimes, left())
     run.phase("runtime")
     now = options.now if options.now is not None else int(time.time())
     if not options.dry_run:
@@ -438,9 +465,7 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
             repository=str(repository),
             target_directory=target,
             dry_run=options.dry_run,
-            timeout=None if options.timeout is None else max(
-                options.timeout - (time.monotonic() - started), 0.001
-            ),
+            timeout=left(),
             report="",
         ),
         cleanup,
@@ -450,7 +475,9 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
     if run.generation is not None and report.error is None:
         notes += [
             LogEntry("", note, Level.WARNING)
-            for note in _switch(options.state_directory, run.generation, bundle.digest)
+            for note in _switch(
+                options.state_directory, run.generation, bundle.digest, options.rollback
+            )
         ]
     return ApplyResult(
         host=manifest.host,
@@ -469,11 +496,14 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
     )
 
 
-def _switch(state_directory: str, generation: Generation, digest: str) -> list[str]:
+def _switch(
+    state_directory: str, generation: Generation, digest: str, rollback: bool
+) -> list[str]:
     """Make `generation` current: the state first (it is the truth), then
     the links; notes about links that could not be updated."""
     state = load_state(state_directory)
-    switched = state.switched(generation.number).succeeded(digest)
+    moved = state.rolled_back(generation.number) if rollback else state.switched(generation.number)
+    switched = moved.succeeded(digest)
     if switched != state:
         save_state(state_directory, switched)
     try:

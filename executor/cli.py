@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,9 +23,9 @@ from .console import (
 )
 from .errors import ExitCode, HostConfigError
 from .hostconfig import DEFAULT_CONFIG_FILE, HostConfig, load_host_config
-from .lock import DEFAULT_WAIT_SECONDS, state_lock
+from .lock import DEFAULT_WAIT_SECONDS
 from .manifest import MAX_SERIAL
-from .state import DEFAULT_STATE_DIR, HostState, reset_serial
+from .state import DEFAULT_STATE_DIR
 from .verify import (
     DEFAULT_REVOKED_FILE,
     DEFAULT_TRUST_FILE,
@@ -557,13 +556,10 @@ def reset_serial_command(
     wait: WaitOption = DEFAULT_WAIT_SECONDS,
 ) -> None:
     """Set the serial floor of rollback protection (after a key compromise); recorded."""
+    from .host import reset_serial_floor
+
     directory = _state(state_dir, _config(config))
-
-    def reset() -> HostState:
-        with state_lock(directory, f"reset-serial {serial}", wait):
-            return reset_serial(directory, serial, int(time.time()))
-
-    state = guarded(reset)
+    state = guarded(lambda: reset_serial_floor(directory, serial, wait))
     change = state.history[-1]
     stdout.print(
         f"[yellow]serial floor reset[/]: {change.from_serial} -> {change.to_serial} "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -121,8 +122,8 @@ class Fetcher:
             reason = getattr(exc, "reason", exc)
             raise _Transient(str(reason)) from None
         with response:
-            announced = response.headers.get("Content-Length")
-            if announced is not None and announced.isdigit() and int(announced) > limit:
+            announced = _length(response.headers.get("Content-Length"))
+            if announced is not None and announced > limit:
                 raise FetchError(
                     f"cannot download {url}: the server announces {announced} bytes, "
                     f"more than the {limit} it may have",
@@ -143,7 +144,8 @@ class Fetcher:
                         raise _Transient(
                             f"slower than {self.min_rate:g} bytes/s ({size} bytes in {elapsed:.1f} s)"
                         )
-                    chunk = response.read1(_CHUNK)
+                    # Never more than one byte past the cap, on the wire too.
+                    chunk = response.read1(min(_CHUNK, limit + 1 - size))
                     if not chunk:
                         break
                     size += len(chunk)
@@ -156,8 +158,15 @@ class Fetcher:
                     out.write(chunk)
             except (OSError, http.client.HTTPException) as exc:
                 raise _Transient(f"the connection broke after {size} bytes: {exc}") from None
-            if announced is not None and announced.isdigit() and size != int(announced):
+            if announced is not None and size != announced:
                 raise _Transient(f"the body ended after {size} of {announced} bytes")
             out.flush()
             os.fsync(out.fileno())
             return Fetched(response.status, dict(response.headers.items()), size)
+
+
+def _length(header: str | None) -> int | None:
+    """A Content-Length of ASCII digits, else None (ignored, as http.client does)."""
+    if header is None or not re.fullmatch(r"[0-9]{1,19}", header.strip()):
+        return None
+    return int(header.strip())

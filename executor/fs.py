@@ -8,12 +8,14 @@ crash leaves either the old or the new file, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ctypes
 import hashlib
 import os
 import re
 import stat
 import tempfile
+from typing import Any
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -39,15 +41,34 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+def _prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved once, here: between fork and exec a child must not load libraries
+# (another thread of the parent may hold the loader's or malloc's lock).
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
     """In a child (preexec_fn): get SIGKILL when the parent dies (Linux).
 
     A runtime or a command must not go on deploying, unsupervised and
-    unlocked, after the executor that started it was killed.
+    unlocked, after the executor that started it was killed. The kernel
+    sends the signal when the *thread* that started the child ends, so
+    children are started from threads that outlive them. A parent that died
+    before the call is caught by the check that follows it.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    if _PRCTL is None:
+        return
+    parent = os.getppid()
+    _PRCTL(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class NotRegularFile(ValueError):
@@ -117,14 +138,21 @@ def sync_filesystem(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, *, mode: int | None = None) -> None:
+def write_atomic(
+    path: str, data: bytes, *, mode: int | None = None, follow_symlinks: bool = True
+) -> None:
     """Replace `path` with `data` atomically.
 
     An existing file keeps its mode, owner and group; a new one gets `mode`
     or the default the umask allows. When `path` is a symlink, the file it
-    points at is replaced and the link stays, as an in-place write would.
+    points at is replaced and the link stays, as an in-place write would;
+    with ``follow_symlinks=False`` (the executor's own files: state, status,
+    metrics, config) a link is refused, so that whoever can plant one
+    cannot make root overwrite another file.
     """
     if os.path.islink(path):
+        if not follow_symlinks:
+            raise OSError(errno.ELOOP, "it is a symbolic link; refusing to write through it", path)
         path = os.path.realpath(path)
     staged = stage_file(path, [data], mode=mode)
     try:
@@ -163,7 +191,8 @@ def _remove_stale_staging(directory: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if _STAGED.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        staged = entry.is_file(follow_symlinks=False) or entry.is_symlink()
+        if _STAGED.fullmatch(entry.name) and staged:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
@@ -205,10 +234,11 @@ def stage_file(path: str, parts: Iterable[bytes], *, mode: int | None = None) ->
 def symlink_atomic(target: str, path: str) -> None:
     """Point the symlink `path` at `target`, replacing what is there."""
     directory = os.path.dirname(path) or "."
+    _remove_stale_staging(directory)
     for attempt in range(8):
         # No mkstemp for links: a random name, and symlink() refuses to
         # follow or replace anything already there.
-        temporary = tempfile.mktemp(prefix=".consign-", dir=directory)
+        temporary = tempfile.mktemp(prefix=_staging_prefix(path), dir=directory)
         try:
             os.symlink(target, temporary)
             break

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .bundle import VerifiedBundle, read_envelope
+from .bundle import BundleReader, VerifiedBundle, read_envelope
 from .errors import BundleError, StateError
 from .fs import fsync_directory, write_atomic
 
@@ -68,13 +68,19 @@ class Generation:
         return asdict(self)
 
 
+_DAMAGED_HINT = (
+    "move that generation's directory out of STATE/generations (it only serves rollback); "
+    "the next apply keeps a new one"
+)
+
+
 def _from_json(data: object, where: str) -> Generation:
     if not isinstance(data, dict):
-        raise StateError(f"{where} is damaged: not a JSON object")
+        raise StateError(f"{where} is damaged: not a JSON object", hint=_DAMAGED_HINT)
     try:
         generation = Generation(**data)
     except TypeError as exc:
-        raise StateError(f"{where} is damaged: {exc}") from None
+        raise StateError(f"{where} is damaged: {exc}", hint=_DAMAGED_HINT) from None
     for name, kind in (
         ("number", int),
         ("serial", int),
@@ -88,7 +94,7 @@ def _from_json(data: object, where: str) -> Generation:
         ("dirty", bool),
     ):
         if not isinstance(getattr(generation, name), kind):
-            raise StateError(f"{where} is damaged: {name} is not {kind.__name__}")
+            raise StateError(f"{where} is damaged: {name} is not {kind.__name__}", hint=_DAMAGED_HINT)
     return generation
 
 
@@ -110,10 +116,12 @@ def generations(state_directory: str) -> list[Generation]:
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as exc:
-            raise StateError(f"{where} is damaged: {exc}") from None
+            raise StateError(f"{where} is damaged: {exc}", hint=_DAMAGED_HINT) from None
         generation = _from_json(data, where)
         if generation.number != int(name):
-            raise StateError(f"{where} is damaged: it says generation {generation.number}")
+            raise StateError(
+                f"{where} is damaged: it says generation {generation.number}", hint=_DAMAGED_HINT
+            )
         found.append(generation)
     return sorted(found, key=lambda g: g.number)
 
@@ -150,7 +158,11 @@ def record(bundle: VerifiedBundle, state_directory: str, now: int) -> Generation
     repo, runtime = manifest.blob("repo"), manifest.blob("runtime")
     assert repo is not None and runtime is not None  # the manifest decoder requires them
     base = Path(state_directory, GENERATIONS_DIR)
-    numbers = [g.number for g in generations(state_directory)]
+    # Every numeric name counts, complete or not: a number is never reused.
+    try:
+        numbers = [int(name) for name in os.listdir(base) if name.isdigit()]
+    except FileNotFoundError:
+        numbers = []
     generation = Generation(
         number=max(numbers, default=0) + 1,
         digest=bundle.digest,
@@ -172,14 +184,17 @@ def record(bundle: VerifiedBundle, state_directory: str, now: int) -> Generation
     try:
         copy = work / BUNDLE_FILE
         _copy_file(bundle.path, copy)
-        if read_envelope(str(copy)).digest != bundle.digest:
+        envelope = read_envelope(str(copy))
+        if envelope.digest != bundle.digest:
             raise BundleError(
                 f"{bundle.path} changed while it was applied",
                 hint="keep bundles in a directory only root can write while they are applied",
             )
+        # Every blob of the copy too: a rollback must find what was verified.
+        BundleReader(envelope, bundle.manifest).check_blobs()
         os.chmod(copy, 0o400)
         info = json.dumps(generation.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        write_atomic(str(work / INFO_FILE), info, mode=0o400)
+        write_atomic(str(work / INFO_FILE), info, mode=0o400, follow_symlinks=False)
         fsync_directory(str(work))
         os.rename(work, generation.directory(state_directory))
         fsync_directory(str(base))

@@ -21,7 +21,7 @@ from .hostconfig import HostConfig, write_host_config
 from .lock import DEFAULT_WAIT_SECONDS, Holder, lock_holder, state_lock
 from .records import Status, read_audit, read_status
 from .runtime import remove_stale_work, runtime_directory
-from .state import HostState, check_private, load_state, prepare_directory
+from .state import HostState, check_private, load_state, prepare_directory, reset_serial
 from .verify import DEFAULT_TRUST_FILE
 
 
@@ -76,6 +76,14 @@ def host_status(state_directory: str, recent: int = 0) -> HostStatus:
         holder=lock_holder(state_directory),
         recent=tuple(read_audit(state_directory, recent)) if recent else (),
     )
+
+
+def reset_serial_floor(state_directory: str, serial: int, wait: float = DEFAULT_WAIT_SECONDS) -> HostState:
+    """``executor reset-serial``: lower (or set) the serial floor, under the
+    lock, recorded in the state's history."""
+    check_private(state_directory)
+    with state_lock(state_directory, f"reset-serial {serial}", wait):
+        return reset_serial(state_directory, serial, int(time.time()))
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,10 @@ def write_host_config(config: HostConfig, path: str, *, force: bool = False) -> 
     if os.path.lexists(path) and not force:
         raise HostConfigError(
             f"the executor config {path} exists",
-            hint="pass --force to replace it (its settings are shown by 'executor status')",
+            hint=f"pass --force to replace it (read it first: cat {path})",
         )
     try:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        write_atomic(path, config.to_toml().encode(), mode=0o644)
+        write_atomic(path, config.to_toml().encode(), mode=0o644, follow_symlinks=False)
     except OSError as exc:
         raise HostConfigError(f"cannot write the executor config {path}: {exc.strerror}") from None

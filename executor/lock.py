@@ -109,18 +109,25 @@ def state_lock(state_directory: str, purpose: str, wait: float = DEFAULT_WAIT_SE
 
 
 def lock_holder(state_directory: str) -> Holder | None:
-    """Who holds the lock now, if anyone (for status)."""
+    """Who holds the lock now, if anyone (for status). Reads the holder's
+    note without touching the lock itself: a monitoring script polling
+    status must never make an apply wait or fail."""
     path = os.path.join(state_directory, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return _read_holder(fd)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        holder = _read_holder(fd)
     finally:
         os.close(fd)
+    if holder is None:
+        return None
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        # Killed while holding it: the kernel released the lock, the note stayed.
+        return None
+    except PermissionError:
+        pass
+    return holder

@@ -268,7 +268,8 @@ def _dns(value: object, path: str) -> tuple[DnsRecord, ...]:
 
 
 # Frozen values (executor.frozen): plain data, and maps tagged with "$".
-_FROZEN_DEPTH = 16
+# Deeper than executor.frozen makes one value: provided components nest.
+_FROZEN_DEPTH = 64
 _FAMILIES = (True, False, "optional")
 
 
@@ -333,7 +334,7 @@ def check_frozen(value: object, path: str, depth: int = 0) -> None:
         host = f.raw("host")
         if host is not None:
             check_frozen(host, f.path("host"), depth + 1)
-            if host.get("$") != "host":
+            if not isinstance(host, dict) or host.get("$") != "host":
                 raise DecodeError(f.path("host"), "expected a frozen host")
         attributes = f.mapping("attributes")
         for key in list(value["attributes"]):

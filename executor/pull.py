@@ -120,9 +120,16 @@ def _conditional(state_directory: str, url: str) -> tuple[dict[str, str], bytes 
 
 def _remember(state_directory: str, url: str, data: bytes, headers: dict[str, str]) -> None:
     lowered = {k.lower(): v for k, v in headers.items()}
-    write_atomic(os.path.join(state_directory, POINTER_FILE), data, mode=0o600)
+    write_atomic(
+        os.path.join(state_directory, POINTER_FILE), data, mode=0o600, follow_symlinks=False
+    )
     saved = {"url": url, "etag": lowered.get("etag"), "last_modified": lowered.get("last-modified")}
-    write_atomic(os.path.join(state_directory, PULL_FILE), json.dumps(saved).encode(), mode=0o600)
+    write_atomic(
+        os.path.join(state_directory, PULL_FILE),
+        json.dumps(saved).encode(),
+        mode=0o600,
+        follow_symlinks=False,
+    )
 
 
 def pull(options: PullOptions) -> PullResult:
@@ -138,17 +145,19 @@ def pull(options: PullOptions) -> PullResult:
     started, clock = time.time(), time.monotonic()
     fetcher = Fetcher(deadline=clock + options.deadline, min_rate=options.min_rate)
     url = _url(options.base_url, "hosts", f"{host}.pointer")
-    pointer: Pointer | None = None
+    verified: list[Pointer] = []
     try:
-        pointer, downloaded, bundle = _download(options, host, url, fetcher)
+        pointer, downloaded, bundle = _download(options, host, url, fetcher, verified)
     except ConsignError as error:
-        _record(settings, host, url, started, clock, pointer, error)
+        # With the pointer it followed, once verified: monitoring sees which
+        # serial the host failed to fetch.
+        _record(settings, host, url, started, clock, verified[0] if verified else None, error)
         raise
     if bundle is None:
         _record(settings, host, url, started, clock, pointer, None)
         return PullResult(host, url, pointer, fetcher.requests, fetcher.received, downloaded)
     try:
-        applied = apply_bundle(replace(settings, bundle=str(bundle), host=host))
+        applied = apply_bundle(replace(settings, bundle=str(bundle), host=host, origin=url))
     finally:
         with contextlib.suppress(OSError):
             bundle.unlink()
@@ -156,7 +165,7 @@ def pull(options: PullOptions) -> PullResult:
 
 
 def _download(
-    options: PullOptions, host: str, url: str, fetcher: Fetcher
+    options: PullOptions, host: str, url: str, fetcher: Fetcher, verified: list[Pointer]
 ) -> tuple[Pointer, tuple[str, ...], Path | None]:
     settings = options.apply
     state_directory = settings.state_directory
@@ -177,6 +186,7 @@ def _download(
     pointer, _signer = verify_pointer(
         data, url, trust, now, host, settings.environment or state.environment
     )
+    verified.append(pointer)
     if state.highest_serial is not None and pointer.serial < state.highest_serial:
         raise RollbackError(
             f"{url} points at serial {pointer.serial}, older than serial {state.highest_serial} "

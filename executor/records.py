@@ -87,10 +87,22 @@ def read_status(state_directory: str) -> Status:
     if not isinstance(data, dict):
         raise StateError(f"{path} is damaged: not a JSON object")
     last_run, last_success = data.get("last_run"), data.get("last_success")
-    return Status(
-        last_run if isinstance(last_run, dict) else None,
-        last_success if isinstance(last_success, dict) else None,
-    )
+    return Status(_record_or_none(last_run), _record_or_none(last_success))
+
+
+# The fields of a recorded run that readers compute with, and their types.
+_TYPED = {"started": (int, float), "duration_s": (int, float), "result": (str,), "kind": (str,)}
+
+
+def _record_or_none(value: object) -> dict[str, Any] | None:
+    """A recorded run as written by record_run, or None for anything else
+    (a damaged or hand-edited status.json must not break the next run)."""
+    if not isinstance(value, dict):
+        return None
+    for key, kinds in _TYPED.items():
+        if not isinstance(value.get(key), kinds) or isinstance(value.get(key), bool):
+            return None
+    return value
 
 
 def record_run(state_directory: str, record: RunRecord, metrics_path: str | None) -> list[str]:
@@ -111,6 +123,7 @@ def record_run(state_directory: str, record: RunRecord, metrics_path: str | None
             os.path.join(state_directory, STATUS_FILE),
             json.dumps(status.to_json(), indent=1, sort_keys=True).encode() + b"\n",
             mode=0o600,
+            follow_symlinks=False,
         )
     except OSError as exc:
         notes.append(f"cannot write {STATUS_FILE} in {state_directory}: {exc.strerror}")
@@ -120,7 +133,9 @@ def record_run(state_directory: str, record: RunRecord, metrics_path: str | None
         notes.append(f"cannot append to {AUDIT_FILE} in {state_directory}: {exc.strerror}")
     if metrics_path:
         try:
-            write_atomic(metrics_path, metrics_text(status).encode(), mode=0o644)
+            write_atomic(
+                metrics_path, metrics_text(status).encode(), mode=0o644, follow_symlinks=False
+            )
         except OSError as exc:
             notes.append(f"cannot write the metrics file {metrics_path}: {exc.strerror}")
     return notes

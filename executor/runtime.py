@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -43,17 +44,31 @@ def _version_of(python: str) -> str | None:
     return completed.stdout.strip() if completed.returncode == 0 else None
 
 
-def _trusted(path: str) -> bool:
+def _trusted(path: str, real: str) -> bool:
     """Only an interpreter nobody but root (or we) could have put there runs
-    deployments: the file, its directory and, for a link, the link's own
-    directory are not writable by others."""
-    real = os.path.realpath(path)
-    for candidate in (os.path.dirname(path), real, os.path.dirname(real)):
+    deployments: the file `real` (what `path` resolves to), every directory
+    above it, and the directory of the link `path` are not writable by
+    others."""
+    ancestors = []
+    directory = os.path.dirname(real)
+    while True:
+        ancestors.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    strict = {os.path.dirname(path), real, os.path.dirname(real)}
+    for candidate in (*strict, *ancestors):
         try:
             status = os.stat(candidate)
         except OSError:
             return False
-        if status.st_uid not in (0, os.geteuid()) or status.st_mode & 0o022:
+        if status.st_uid not in (0, os.geteuid()):
+            return False
+        # Further up, a directory others may write is fine when sticky
+        # (/tmp): nobody but an entry's owner can rename or replace it.
+        sticky = candidate not in strict and status.st_mode & stat.S_ISVTX
+        if status.st_mode & 0o022 and not sticky:
             return False
     return True
 
@@ -78,8 +93,10 @@ def find_python(version: str | None) -> str:
         return sys.executable
     for name in (f"python{version}", "python3"):
         for path in _on_path(name):
-            if _trusted(path) and _version_of(os.path.realpath(path)) == version:
-                return os.path.realpath(path)
+            # Resolved once: the file checked is the file asked and returned.
+            real = os.path.realpath(path)
+            if _trusted(path, real) and _version_of(real) == version:
+                return real
     raise RuntimeFailure(
         f"this bundle's runtime needs Python {version}, and this host has none "
         f"(the executor runs Python {own})",
@@ -124,7 +141,7 @@ def make_venv(
             preexec_fn=die_with_parent,
         )
     except subprocess.TimeoutExpired:
-        return f"making the environment took longer than {timeout:g}s"
+        return f"making the environment took longer than the {timeout:.3g}s it had"
     if completed.returncode != 0:
         return (completed.stdout + completed.stderr).strip()[-2000:]
     return None

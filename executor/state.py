@@ -95,6 +95,13 @@ class HostState:
             return self
         return replace(self, current=generation, previous=self.current)
 
+    def rolled_back(self, generation: int) -> HostState:
+        """This state after a rollback to `generation`: the generation left
+        behind does not become previous, so a second rollback never goes
+        back to what was rolled back from."""
+        previous = self.previous if self.previous != generation else None
+        return replace(self, current=generation, previous=previous)
+
     def failure(self, digest: str) -> HostState:
         """This state remembering that the bundle `digest` was refused or failed."""
         failed = tuple(d for d in self.failed if d != digest)
@@ -247,7 +254,12 @@ def check_private(
 def save_state(state_directory: str, state: HostState) -> None:
     prepare_directory(state_directory)
     try:
-        write_atomic(_state_path(state_directory), canonical.pack(state_to_data(state)), mode=0o600)
+        write_atomic(
+            _state_path(state_directory),
+            canonical.pack(state_to_data(state)),
+            mode=0o600,
+            follow_symlinks=False,
+        )
     except OSError as exc:
         raise StateError(
             f"cannot write {_state_path(state_directory)}: {exc.strerror}",

@@ -107,7 +107,7 @@ def install_units(units: dict[str, str], directory: str = DEFAULT_UNIT_DIR) -> l
         os.makedirs(directory, mode=0o755, exist_ok=True)
         for name, text in units.items():
             path = os.path.join(directory, name)
-            write_atomic(path, text.encode(), mode=0o644)
+            write_atomic(path, text.encode(), mode=0o644, follow_symlinks=False)
             written.append(path)
     except OSError as exc:
         raise UnitError(

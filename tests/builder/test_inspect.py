@@ -454,7 +454,7 @@ NOT_A_PEX: dict[str, tuple[bytes, str]] = {
         "list indices must be integers or slices, not str",
     ),
     "distributions that are a number": (
-        pex_info({"distributions": 7}), "'int' object is not iterable"
+        pex_info({"distributions": 7}), "PEX-INFO's distributions are not a map of wheel names"
     ),
 }
 

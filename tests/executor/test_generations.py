@@ -195,7 +195,8 @@ def test_rollback_applies_the_previous_generation_again_and_records_it(
     assert conf(tmp_path) == "version=1\n"
     state = tmp_path / "state"
     host = load_state(str(state))
-    assert (host.current, host.previous) == (1, 2)
+    # Generation 2, rolled back from, does not become previous.
+    assert (host.current, host.previous) == (1, None)
     # The serial floor stays at the newest accepted.
     assert host.highest_serial == 200
     assert host.history == (SerialChange("rollback", now, 200, 100, digest(built["1"])),)
@@ -204,10 +205,15 @@ def test_rollback_applies_the_previous_generation_again_and_records_it(
     assert last["bundle_path"] == str(state / "generations/1/bundle")
     assert sorted(os.listdir(state / "generations")) == ["1", "2"]
 
-    forth = apply(Path("unused"), tmp_path, rollback=True, now=now)
+    # A second rollback does not go back to what was rolled back from ...
+    with pytest.raises(StateError) as caught:
+        apply(Path("unused"), tmp_path, rollback=True, now=now)
+    assert caught.value.message == "there is no previous generation to roll back to"
+    # ... naming it does.
+    forth = apply(Path("unused"), tmp_path, rollback=True, rollback_to=2, now=now)
     assert (forth.generation, conf(tmp_path)) == (2, "version=2\n")
     host = load_state(str(state))
-    assert (host.current, host.previous, host.highest_serial) == (2, 1, 200)
+    assert (host.current, host.previous, host.highest_serial) == (2, None, 200)
     assert [c.kind for c in host.history] == ["rollback", "rollback"]
 
 
@@ -220,7 +226,8 @@ def test_rollback_to_a_named_generation(built: dict[str, Path], tmp_path: Path) 
     assert (result.status, result.generation) == (ApplyStatus.OK, 1)
     assert conf(tmp_path) == "version=1\n"
     host = load_state(str(tmp_path / "state"))
-    assert (host.current, host.previous, host.highest_serial) == (1, 3, 300)
+    # Previous stays what it was (2); 3, rolled back from, is not it.
+    assert (host.current, host.previous, host.highest_serial) == (1, 2, 300)
 
 
 @pytest.mark.parametrize(

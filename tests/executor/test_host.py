@@ -273,7 +273,7 @@ def test_status_names_who_holds_the_lock(built: dict[str, Path], tmp_path: Path)
 # -- rollback through the CLI ---------------------------------------------------------
 
 
-def test_rollback_goes_to_the_previous_generation_and_back(
+def test_rollback_goes_to_the_previous_generation_and_forward_only_by_number(
     built: dict[str, Path], tmp_path: Path
 ) -> None:
     assert cli_apply(built["1"], tmp_path).exit_code == 0
@@ -288,21 +288,27 @@ def test_rollback_goes_to_the_previous_generation_and_back(
     assert last.endswith("s; web1 rolled back to generation 1")
     assert conf(tmp_path) == "version=1\n"
     data = json.loads(invoke("status", "--state-dir", str(state), "--json").stdout)
-    assert (data["current"]["number"], data["previous"], data["highest_serial"]) == (1, 2, 200)
+    assert (data["current"]["number"], data["previous"], data["highest_serial"]) == (1, None, 200)
     digest_1 = data["current"]["digest"]
     assert [(h["kind"], h["from"], h["to"], h["bundle"]) for h in data["history"]] == [
         ("rollback", 200, 100, digest_1)
     ]
     assert (data["last_run"]["kind"], data["last_success"]["kind"]) == ("rollback", "rollback")
 
-    forth = invoke("rollback", *host_options(tmp_path), "--json")
+    # Generation 2, rolled back from, is not "previous": a second rollback
+    # without a number does not undo the first.
+    again = invoke("rollback", *host_options(tmp_path))
+    assert again.exit_code == 1
+    assert "there is no previous generation to roll back to" in again.stderr
+
+    forth = invoke("rollback", "2", *host_options(tmp_path), "--json")
 
     assert forth.exit_code == 0, forth.output
     result = json.loads(forth.stdout)
     assert (result["kind"], result["generation"], result["status"]) == ("rollback", 2, "ok")
     assert conf(tmp_path) == "version=2\n"
     host = load_state(str(state))
-    assert (host.current, host.previous, host.highest_serial) == (2, 1, 200)
+    assert (host.current, host.previous, host.highest_serial) == (2, None, 200)
     assert [c.kind for c in host.history] == ["rollback", "rollback"]
 
 
@@ -318,7 +324,7 @@ def test_rollback_to_a_named_generation_through_the_cli(
     assert result.stdout.splitlines()[-1].endswith("; web1 rolled back to generation 1")
     assert conf(tmp_path) == "version=1\n"
     host = load_state(str(tmp_path / "state"))
-    assert (host.current, host.previous, host.highest_serial) == (1, 3, 300)
+    assert (host.current, host.previous, host.highest_serial) == (1, 2, 300)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +371,7 @@ def test_rollback_generation_must_be_positive(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def five(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A host that applied versions 1 to 5 (runtimes in its state directory),
-    then rolled back to 2: current 2, previous 5."""
+    then rolled back to 2: current 2, previous 4 (5, rolled back from, is not)."""
     root = tmp_path_factory.mktemp("five")
     for version in ("1", "2", "3", "4", "5"):
         result = apply_bundle(apply_options(built[version], root, runtime_directory=None))
@@ -374,7 +380,7 @@ def five(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Pa
         apply_options(Path("unused"), root, runtime_directory=None, rollback=True, rollback_to=2)
     )
     host = load_state(str(root / "state"))
-    assert (host.current, host.previous) == (2, 5)
+    assert (host.current, host.previous) == (2, 4)
     return root / "state"
 
 
@@ -464,7 +470,7 @@ def test_gc_keeps_current_previous_and_the_newest_others(state: Path) -> None:
     assert os.listdir(state / "runtimes") == [runtime]
     assert load_state(str(state)) == before
     assert os.readlink(state / "current") == "generations/2"
-    assert os.readlink(state / "previous") == "generations/5"
+    assert os.readlink(state / "previous") == "generations/4"
 
 
 def test_gc_text_output_says_what_went(state: Path) -> None:
@@ -505,8 +511,8 @@ def test_gc_dry_run_removes_nothing_and_says_what_would_go(state: Path) -> None:
 def test_gc_keep_0_keeps_only_current_and_previous(state: Path) -> None:
     result = collect_garbage(str(state), 0)
 
-    assert (result.kept, result.removed_generations) == ((2, 5), (1, 3, 4))
-    assert sorted(os.listdir(state / "generations")) == ["2", "5"]
+    assert (result.kept, result.removed_generations) == ((2, 4), (1, 3, 5))
+    assert sorted(os.listdir(state / "generations")) == ["2", "4"]
     assert len(os.listdir(state / "store")) == 2
 
 
@@ -672,7 +678,7 @@ def test_init_refuses_to_replace_a_config_without_force(tmp_path: Path) -> None:
     assert refused.exit_code == 1
     assert refused.stderr == (
         f"error: the executor config {config} exists\n"
-        "  hint: pass --force to replace it (its settings are shown by 'executor status')\n"
+        f"  hint: pass --force to replace it (read it first: cat {config})\n"
     )
     assert config.read_text() == 'host = "old"\n'
 

@@ -335,3 +335,40 @@ def test_a_metrics_file_that_cannot_be_written_is_a_note_not_a_failure(
     ]
     assert not metrics.parent.exists()
     assert read_status(str(tmp_path / "state")).last_run is not None
+
+
+def test_a_metrics_path_that_is_a_symbolic_link_is_never_written_through(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    # Whoever can write the textfile directory must not make root overwrite
+    # another file by planting a link there.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    metrics = textfile / "consign.prom"
+    metrics.symlink_to(victim)
+
+    result = apply(built["good"], tmp_path, metrics_path=str(metrics))
+
+    assert result.status is ApplyStatus.OK
+    assert [e.message for e in result.log if e.component == ""] == [
+        f"cannot write the metrics file {metrics}: it is a symbolic link; refusing to write through it"
+    ]
+    assert victim.read_text() == "precious\n"
+    assert metrics.is_symlink()
+    assert os.listdir(textfile) == ["consign.prom"]
+
+
+def test_a_hand_edited_status_file_does_not_break_the_next_run(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    apply(built["good"], tmp_path)
+    status = tmp_path / "state/status.json"
+    status.write_text(json.dumps({"last_run": {"host": "web1"}, "last_success": {"host": "web1"}}))
+
+    result = apply(built["good"], tmp_path, metrics_path=str(tmp_path / "consign.prom"))
+
+    assert result.status is ApplyStatus.OK
+    assert read_status(str(tmp_path / "state")).last_success is not None
+    assert "consign_last_run_failed{host=\"web1\"} 0" in (tmp_path / "consign.prom").read_text()
