@@ -24,7 +24,7 @@ from packaging.utils import parse_wheel_filename
 from executor import canonical
 from executor.bundle import BundleReader, open_unverified
 from executor.decode import DecodeError
-from executor.errors import BundleError
+from executor.errors import BundleError, ConsignError
 from executor.manifest import MAX_MODEL_BYTES, manifest_to_data
 from executor.model import decode_model, model_to_data
 from executor.sshsig import verify
@@ -343,3 +343,41 @@ def _runtime_changes(old: BundleReader, new: BundleReader) -> tuple[Change, ...]
         for name in sorted(set(before) | set(after), key=str.lower)
         if before.get(name) != after.get(name)
     )
+
+
+def read_host_bundles(
+    directory: Path, hosts: list[str], environment: str, *, check_blobs: bool
+) -> tuple[list[tuple[str, BundleReader]], list[ConsignError]]:
+    """Each host's bundle in `directory` (bundles/ENV), opened and checked
+    to be that host's, and every problem found (a missing bundle names the
+    host and says to build). With `check_blobs`, every blob's hash too."""
+    readers: list[tuple[str, BundleReader]] = []
+    problems: list[ConsignError] = []
+    for host in hosts:
+        path = directory / f"{host}.bundle"
+        if not path.is_file():
+            problems.append(
+                BuildError(
+                    f"there is no bundle for host {host!r} in {directory}",
+                    hint=f"run 'bundle build {environment}' first",
+                )
+            )
+            continue
+        try:
+            bundle = open_unverified(str(path))
+            if check_blobs:
+                bundle.check_blobs()
+        except ConsignError as exc:
+            problems.append(exc)
+            continue
+        manifest = bundle.manifest
+        if manifest.host != host or manifest.environment != environment:
+            problems.append(
+                BuildError(
+                    f"{path} is a bundle for {manifest.host!r} in {manifest.environment!r}",
+                    hint=f"rebuild it with 'bundle build {environment}'",
+                )
+            )
+            continue
+        readers.append((host, bundle))
+    return readers, problems

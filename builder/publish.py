@@ -26,14 +26,15 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from executor.bundle import BundleReader, open_unverified
-from executor.errors import ConsignError, ErrorList
+from executor.bundle import BundleReader
+from executor.errors import ErrorList
 from executor.fs import stage_file, write_atomic
 from executor.pointer import Pointer, encode_pointer, read_pointer
 
 from .build import key_paths
 from .environment import ENVIRONMENTS_DIR, load_environment
 from .errors import BuildError
+from .inspect import read_host_bundles
 from .repository import Repository
 from .signing import Signer, load_signers
 
@@ -184,7 +185,9 @@ def publish(options: PublishOptions) -> PublishResult:
         hosts = [_refresh(destination, host, signers, now, options.expires_in) for host in selected]
     else:
         bundles_dir = (options.out or root / "bundles").resolve() / options.environment
-        readers, problems = _bundles(bundles_dir, selected, options.environment)
+        readers, problems = read_host_bundles(
+            bundles_dir, selected, options.environment, check_blobs=True
+        )
         if len(problems) == 1:
             raise problems[0]
         if problems:
@@ -193,37 +196,6 @@ def publish(options: PublishOptions) -> PublishResult:
             _check_not_older(destination, host, bundle)
         hosts = [_publish_host(destination, host, bundle, signers, now, options.expires_in) for host, bundle in readers]
     return PublishResult(options.environment, destination, tuple(hosts), options.refresh)
-
-
-def _bundles(directory: Path, hosts: list[str], environment: str) -> tuple[list[tuple[str, BundleReader]], list[ConsignError]]:
-    readers: list[tuple[str, BundleReader]] = []
-    problems: list[ConsignError] = []
-    for host in hosts:
-        path = directory / f"{host}.bundle"
-        if not path.is_file():
-            problems.append(
-                BuildError(
-                    f"there is no bundle for host {host!r} in {directory}",
-                    hint=f"run 'bundle build {environment}' first",
-                )
-            )
-            continue
-        try:
-            bundle = open_unverified(str(path))
-            bundle.check_blobs()
-        except ConsignError as exc:
-            problems.append(exc)
-            continue
-        if bundle.manifest.host != host or bundle.manifest.environment != environment:
-            problems.append(
-                BuildError(
-                    f"{path} is a bundle for {bundle.manifest.host!r} in {bundle.manifest.environment!r}",
-                    hint=f"rebuild it with 'bundle build {environment}'",
-                )
-            )
-            continue
-        readers.append((host, bundle))
-    return readers, problems
 
 
 def _pointer_path(destination: Path, host: str) -> Path:

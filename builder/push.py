@@ -41,7 +41,7 @@ from executor.errors import ConsignError, ErrorList
 
 from .environment import ENVIRONMENTS_DIR, PushSettings, load_environment
 from .errors import BuildError
-from .inspect import _model
+from .inspect import _model, read_host_bundles
 from .runtime import Target, build_executor_pex, cache_directory, executor_key, host_target
 from .signing import allowed_signers_line
 
@@ -248,47 +248,34 @@ def _targets(options: PushOptions) -> tuple[list[_Target], list[ConsignError]]:
                 hint="remove 'ignore' from its section to deploy it",
             )
     chosen = [h for h in config.hosts if not h.ignored and (not options.hosts or h.name in options.hosts)]
+    by_name = {host.name: host for host in chosen}
+    readers, problems = read_host_bundles(
+        directory, list(by_name), options.environment, check_blobs=False
+    )
     targets: list[_Target] = []
-    problems: list[ConsignError] = []
-    for host in chosen:
-        path = directory / f"{host.name}.bundle"
-        if not path.is_file():
-            problems.append(
-                BuildError(
-                    f"there is no bundle for host {host.name!r} in {directory}",
-                    hint=f"run 'bundle build {options.environment}' first",
-                )
-            )
-            continue
+    for name, bundle in readers:
+        host = by_name[name]
         try:
-            bundle = open_unverified(str(path))
+            # Only the model here: every blob is the host's to check.
             model = _model(bundle)
         except ConsignError as exc:
             problems.append(exc)
             continue
         manifest = bundle.manifest
-        if manifest.host != host.name or manifest.environment != options.environment:
-            problems.append(
-                BuildError(
-                    f"{path} is a bundle for {manifest.host!r} in {manifest.environment!r}",
-                    hint=f"rebuild it with 'bundle build {options.environment}'",
-                )
-            )
-            continue
         after = frozenset(
             entry.split("/", 1)[0]
             for root in model["roots"]
             for entry in root["after"]
-            if entry.split("/", 1)[0] != host.name
+            if entry.split("/", 1)[0] != name
         )
         targets.append(
             _Target(
-                host=host.name,
+                host=name,
                 destination=manifest.fqdn,
-                bundle=path,
+                bundle=Path(bundle.path),
                 digest=bundle.digest,
                 runtime_target=host_target(
-                    repository, options.environment, host.name, host.python or manifest.target.python
+                    repository, options.environment, name, host.python or manifest.target.python
                 ),
                 push=host.push,
                 after=after,

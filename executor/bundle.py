@@ -40,7 +40,7 @@ import zstandard
 
 from . import canonical
 from .decode import DecodeError
-from .errors import BundleError, SignatureError
+from .errors import BundleError, RefusedError, SignatureError
 from .fs import HashingWriter, NotRegularFile, open_regular
 from .manifest import Compression, Manifest, decode_manifest, digest
 from .sshsig import MAX_SIGNATURE_BLOB, AllowedSigner, Signature, SignatureFormatError, Trust
@@ -175,22 +175,26 @@ def _read_exact(f: BinaryIO, size: int, path: str, what: str) -> bytes:
     return data
 
 
-def _parse_signatures(block: bytes, path: str) -> tuple[Signature, ...]:
+def parse_signatures(
+    block: bytes, path: str, error: type[RefusedError] = BundleError
+) -> tuple[Signature, ...]:
+    """The signatures of a signature block (a bundle's or a pointer's);
+    `error` names what is wrong with it."""
     signatures: list[Signature] = []
     offset = 0
     while offset < len(block):
         if len(signatures) == MAX_SIGNATURES:
-            raise BundleError(f"{path} carries more than {MAX_SIGNATURES} signatures")
+            raise error(f"{path} carries more than {MAX_SIGNATURES} signatures")
         if offset + _LENGTH.size > len(block):
-            raise BundleError(f"{path}: signature {len(signatures) + 1} is truncated")
+            raise error(f"{path}: signature {len(signatures) + 1} is truncated")
         (length,) = _LENGTH.unpack_from(block, offset)
         offset += _LENGTH.size
         if length > MAX_SIGNATURE_BLOB or offset + length > len(block):
-            raise BundleError(f"{path}: signature {len(signatures) + 1} has a bad length ({length})")
+            raise error(f"{path}: signature {len(signatures) + 1} has a bad length ({length})")
         try:
             signatures.append(Signature.decode(block[offset : offset + length]))
         except SignatureFormatError as exc:
-            raise BundleError(
+            raise error(
                 f"{path}: signature {len(signatures) + 1} is not an SSH signature: {exc}"
             ) from None
         offset += length
@@ -243,7 +247,7 @@ def read_envelope(path: str) -> Envelope:
             path=path,
             size=total,
             manifest_bytes=manifest_bytes,
-            signatures=_parse_signatures(block, path),
+            signatures=parse_signatures(block, path),
             blobs_offset=f.tell(),
             identity=_identity(status),
         )

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import canonical
-from .bundle import signature_block
+from .bundle import parse_signatures, signature_block
 from .decode import DecodeError, Fields
 from .errors import RefusedError, SignatureError
-from .sshsig import MAX_SIGNATURE_BLOB, AllowedSigner, Signature, SignatureFormatError, Trust
+from .sshsig import AllowedSigner, Signature, Trust
 
 POINTER_MAGIC = b"\x89CSP\r\n\x1a\n"
 POINTER_VERSION = 1
@@ -126,21 +126,7 @@ def split_pointer(data: bytes, where: str) -> tuple[bytes, tuple[Signature, ...]
     block = take(block_length, "the signatures")
     if offset != len(data):
         raise PointerError(f"{where} has {len(data) - offset} bytes of trailing data")
-    signatures: list[Signature] = []
-    position = 0
-    while position < len(block):
-        if position + _LENGTH.size > len(block):
-            raise PointerError(f"{where}: signature {len(signatures) + 1} is truncated")
-        (length,) = _LENGTH.unpack_from(block, position)
-        position += _LENGTH.size
-        if length > MAX_SIGNATURE_BLOB or position + length > len(block):
-            raise PointerError(f"{where}: signature {len(signatures) + 1} has a bad length")
-        try:
-            signatures.append(Signature.decode(block[position : position + length]))
-        except SignatureFormatError as exc:
-            raise PointerError(f"{where}: signature {len(signatures) + 1}: {exc}") from None
-        position += length
-    return payload, tuple(signatures)
+    return payload, parse_signatures(block, where, PointerError)
 
 
 def decode_payload(payload: bytes, where: str) -> Pointer:

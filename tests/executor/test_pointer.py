@@ -156,8 +156,8 @@ def _block(block: bytes) -> Callable[[bytes], bytes]:
             f"{WHERE}: a pointer is at most {MAX_POINTER_BYTES} bytes, got more",
         ),
         (_block(b"\0\0"), f"{WHERE}: signature 1 is truncated"),
-        (_block(struct.pack(">I", 1000) + b"x"), f"{WHERE}: signature 1 has a bad length"),
-        (_block(struct.pack(">I", 10) + b"NOTSSHSIG!"), f"{WHERE}: signature 1: missing the SSHSIG magic"),
+        (_block(struct.pack(">I", 1000) + b"x"), f"{WHERE}: signature 1 has a bad length (1000)"),
+        (_block(struct.pack(">I", 10) + b"NOTSSHSIG!"), f"{WHERE}: signature 1 is not an SSH signature: missing the SSHSIG magic"),
     ],
     ids=[
         "empty",
