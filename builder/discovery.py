@@ -28,7 +28,9 @@ from executor.frozen import FreezeError, freeze, thaw
 from executor.resources import UnsatisfiedRequirement
 
 RootId = tuple[str, str]  # host, root name
-# How often one root may configure before its provisions count as not settling.
+# How often one root's provisions may change, beyond one change per root of
+# the environment (a root may legitimately change what it provides each time
+# another root's value arrives), before they count as not settling.
 MAX_CONFIGURES = 12
 
 
@@ -169,14 +171,16 @@ def configure_all(
     queue = [(position[root], root) for root in roots]
     heapq.heapify(queue)
     queued = set(roots)
-    counts: dict[RootId, int] = {}
+    # Configuring a root again is cheap and bounded by its providers'
+    # changes; what must stay bounded is how often its own provisions change.
+    changes: dict[RootId, int] = {}
+    limit = MAX_CONFIGURES + len(roots)
     failures: dict[RootId, ConsignError] = {}
     restless: set[RootId] = set()
     while queue:
         _index, root = heapq.heappop(queue)
         queued.discard(root)
-        counts[root] = counts.get(root, 0) + 1
-        if counts[root] > MAX_CONFIGURES:
+        if changes.get(root, 0) >= limit:
             restless.add(root)
             continue
         resources.begin(root)
@@ -203,6 +207,7 @@ def configure_all(
             changed = resources.retract(root)
         if not changed:
             continue
+        changes[root] = changes.get(root, 0) + 1
         for other, requirements in resources.requirements.items():
             if other in queued:
                 continue
@@ -218,7 +223,7 @@ def configure_all(
             (
                 root,
                 ConfigurationError(
-                    f"configure did not settle: after {MAX_CONFIGURES} rounds the values "
+                    f"configure did not settle: after {limit} rounds the values "
                     "this root provides still change every time the roots it requires "
                     "configure again",
                     where=breadcrumb(root),
