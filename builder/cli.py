@@ -202,6 +202,40 @@ def publish_command(
         render_publish(result)
 
 
+@app.command("status")
+def status_command(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    source: Annotated[
+        str,
+        typer.Option("--from", help="Where hosts report to (the executors' 'report' URL), or a directory."),
+    ],
+    published: Annotated[
+        str | None,
+        typer.Option("--published", help="The 'bundle publish' directory or URL, to compare serials."),
+    ] = None,
+    repository: Annotated[
+        Path, typer.Option("-C", "--repository", help="The deployment repository.")
+    ] = Path("."),
+    stale_after: Annotated[
+        str, typer.Option("--stale-after", help="A last success older than this stands out.")
+    ] = "1d",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The fleet as its hosts report it: serials, last run, result, age."""
+    from .fleet import fleet_status
+    from .publish import parse_duration
+    from .render import render_fleet
+
+    stale = guarded(lambda: parse_duration(stale_after, "--stale-after"))
+    rows = guarded(lambda: fleet_status(environment, repository, source, published, None, stale))
+    if json_output:
+        print_json({"environment": environment, "hosts": [row.to_json() for row in rows]})
+    else:
+        render_fleet(rows)
+    if any(row.state != "ok" for row in rows):
+        raise typer.Exit(ExitCode.FAILED)
+
+
 @app.command("push")
 def push_command(
     environment: Annotated[str, typer.Argument(help="The environment to push, e.g. prod.")],

@@ -10,6 +10,7 @@ from rich.status import Status
 from executor.console import print_note, size, stderr, stdout
 
 from .build import BuildResult
+from .fleet import FleetRow
 from .inspect import BundleDiff, Inspection
 from .publish import PublishResult
 from .push import HostPush, PushResult
@@ -185,3 +186,42 @@ def render_publish(result: PublishResult) -> None:
         f"[bold green]ok[/]: {count} pointer{'s' if count != 1 else ''} for "
         f"{escape(result.environment)} in {escape(str(result.destination))}"
     )
+
+
+_FLEET_STYLES = {"ok": "green", "lagging": "yellow", "stale": "yellow", "failed": "red", "silent": "red"}
+
+
+def _age(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(int(datetime.now(tz=UTC).timestamp() - moment), 0)
+    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size_s:
+            return f"{seconds // size_s}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def render_fleet(rows: list[FleetRow]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("host", "state", "published", "applied", "gen", "last run", "when", "last success"):
+        table.add_column(column)
+    for row in rows:
+        style = _FLEET_STYLES.get(row.state, "red")
+        table.add_row(
+            escape(row.host),
+            f"[{style}]{row.state}[/]",
+            "-" if row.published_serial is None else str(row.published_serial),
+            "-" if row.applied_serial is None else str(row.applied_serial),
+            "-" if row.generation is None else str(row.generation),
+            escape(row.last_run or "-") + (f" ({escape(row.error)})" if row.error and row.state != "silent" else ""),
+            _age(row.last_run_time),
+            _age(row.last_success_time),
+        )
+    stdout.print(table)
+    standing_out = [row.host for row in rows if row.state != "ok"]
+    if standing_out:
+        stdout.print(f"[bold yellow]{len(standing_out)} of {len(rows)} hosts stand out[/]: {escape(', '.join(standing_out))}")
+    else:
+        stdout.print(f"[bold green]ok[/]: all {len(rows)} hosts applied what was published")

@@ -80,6 +80,8 @@ class ApplyOptions:
     wait: float = DEFAULT_WAIT_SECONDS
     # Where to write Prometheus metrics after the run (host config `metrics`).
     metrics_path: str | None = None
+    # Where to PUT the run's status (host config `report`); None: nowhere.
+    report_url: str | None = None
     # Re-applying a kept generation (executor rollback): recorded as such.
     # The generation is `rollback_to`, else the previous one; `bundle` is
     # then replaced by that generation's kept bundle.
@@ -392,7 +394,9 @@ def _record(
             save_state(options.state_directory, state.failure(run.bundle.digest))
         except StateError as exc:
             notes.append(exc.message)
-    return notes + record_run(options.state_directory, record, options.metrics_path)
+    return notes + record_run(
+        options.state_directory, record, options.metrics_path, options.report_url
+    )
 
 
 def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:

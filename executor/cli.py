@@ -195,6 +195,7 @@ def _apply_options(
         revoked_file=revoked_file(_pick(revoked, config.revoked, None)),
         runtime_directory=_pick(runtime_dir, config.runtime_dir, None),
         metrics_path=config.metrics,
+        report_url=config.report,
         **rest,
     )
 

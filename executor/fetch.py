@@ -13,6 +13,7 @@ signatures and digests afterwards.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import re
@@ -170,3 +171,30 @@ def _length(header: str | None) -> int | None:
     if header is None or not re.fullmatch(r"[0-9]{1,19}", header.strip()):
         return None
     return int(header.strip())
+
+
+REPORT_TIMEOUT = 10.0
+
+
+def put_json(url: str, data: dict[str, object], timeout: float = REPORT_TIMEOUT) -> str | None:
+    """PUT `data` as JSON to `url` once; None when it worked, else why not.
+    (Reporting is best effort: the run's own result never depends on it.)"""
+    body = json.dumps(data, sort_keys=True).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="PUT",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": f"consign-executor/{__version__}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read(1 << 16)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None

@@ -40,6 +40,8 @@ class HostConfig:
     target_dir: str | None = None
     runtime_dir: str | None = None
     metrics: str | None = None
+    # Where each run's status JSON is PUT (REPORT/<host>.json); off when unset.
+    report: str | None = None
     path: str | None = None
 
     def to_toml(self) -> str:
@@ -110,6 +112,11 @@ def load_host_config(explicit: str | None = None) -> HostConfig:
             raise HostConfigError(
                 f"the executor config {path}: {key} is empty",
                 hint=f"give {key} a value, or remove the line for the default",
+            )
+        if key == "report" and not value.startswith(("http://", "https://")):
+            raise HostConfigError(
+                f"the executor config {path}: report must be an http(s) URL, got {value!r}",
+                hint='write e.g. report = "https://deploy.example.com/status/prod"',
             )
         if key in _PATHS and not os.path.isabs(value):
             raise HostConfigError(

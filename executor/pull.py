@@ -314,4 +314,4 @@ def _record(
         pid=os.getpid(),
     )
     with contextlib.suppress(ConsignError), state_lock(state_directory, f"pull {url}", settings.wait):
-        record_run(state_directory, record, settings.metrics_path)
+        record_run(state_directory, record, settings.metrics_path, settings.report_url)

@@ -105,9 +105,15 @@ def _record_or_none(value: object) -> dict[str, Any] | None:
     return value
 
 
-def record_run(state_directory: str, record: RunRecord, metrics_path: str | None) -> list[str]:
-    """Write status, audit line and metrics for `record`; return notes about
-    records that could not be written (the run's result stands)."""
+def record_run(
+    state_directory: str,
+    record: RunRecord,
+    metrics_path: str | None,
+    report_url: str | None = None,
+) -> list[str]:
+    """Write status, audit line and metrics for `record`, and PUT the status
+    to `report_url`/<host>.json when given; return notes about records that
+    could not be written or sent (the run's result stands)."""
     notes: list[str] = []
     data = record.to_json()
     try:
@@ -138,6 +144,13 @@ def record_run(state_directory: str, record: RunRecord, metrics_path: str | None
             )
         except OSError as exc:
             notes.append(f"cannot write the metrics file {metrics_path}: {exc.strerror}")
+    if report_url and record.host:
+        from .fetch import put_json
+
+        target = report_url.rstrip("/") + f"/{record.host}.json"
+        problem = put_json(target, {"host": record.host, **status.to_json()})
+        if problem:
+            notes.append(f"cannot report the status to {target}: {problem}")
     return notes
 
 

@@ -21,7 +21,7 @@ from tests.keys import signing_key
 
 runner = CliRunner()
 
-KNOWN = "known: host, environment, trust, revoked, state_dir, target_dir, runtime_dir, metrics"
+KNOWN = "known: host, environment, trust, revoked, state_dir, target_dir, runtime_dir, metrics, report"
 
 
 def toml_error(text: str) -> str:
@@ -41,6 +41,11 @@ def toml_error(text: str) -> str:
             "did you mean 'state_dir'?",
         ),
         ('colour = "red"\n', " has an unknown setting 'colour'", KNOWN),
+        (
+            'report = "/srv/status"\n',
+            ": report must be an http(s) URL, got '/srv/status'",
+            'write e.g. report = "https://deploy.example.com/status/prod"',
+        ),
         ('host = "web1"\n[ssh]\nport = 22\n', " has an unknown setting 'ssh'", KNOWN),
         (
             "state_dir = 5\n",
@@ -92,6 +97,7 @@ def toml_error(text: str) -> str:
     ids=[
         "unknown-close",
         "unknown-far",
+        "report-not-http",
         "table",
         "int",
         "bool",
