@@ -1018,8 +1018,19 @@ def attribute_names(cls: type) -> list[str]:
     return sorted(k for k in dir(cls) if not k.startswith("_") and accepts_attribute(cls, k))
 
 
+_ACCEPTS: dict[tuple[Any, str], bool] = {}
+
+
 def accepts_attribute(cls: type, key: str) -> bool:
-    """Whether `key` names a settable, non-callable attribute of `cls`."""
+    """Whether `key` names a settable, non-callable attribute of `cls`
+    (asked for every keyword of every component: cached per class and key)."""
+    known = _ACCEPTS.get((cls, key))
+    if known is None:
+        known = _ACCEPTS[(cls, key)] = _accepts_attribute(cls, key)
+    return known
+
+
+def _accepts_attribute(cls: type, key: str) -> bool:
     if key in _RUNTIME_NAMES or key.startswith("_"):
         return False
     try:

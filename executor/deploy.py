@@ -22,6 +22,7 @@ from typing import Any
 from .component import Component, accepts_predicting, working_directory, locate, user_location
 from .configure import ConfiguredRoot
 from .outcome import DeployOutcome, RootOutcome, RootStatus
+from .fs import deferred_directory_sync
 from .errors import ConsignError, DeployError, NotConvergedError, RunTimeoutError
 from .run import DeadlineReached, RunContext, interruptible, running
 
@@ -150,7 +151,11 @@ def deploy_roots(
     """Deploy `roots` in order; stop at the first failure."""
     outcomes: list[RootOutcome] = []
     error: ConsignError | None = None
-    with running(run), tempfile.TemporaryDirectory(prefix="consign-empty-") as empty:
+    with (
+        running(run),
+        tempfile.TemporaryDirectory(prefix="consign-empty-") as empty,
+        deferred_directory_sync(),
+    ):
         for root in roots:
             name = root.record.name
             if error is not None:

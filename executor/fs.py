@@ -16,7 +16,7 @@ import re
 import stat
 import tempfile
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 
@@ -33,12 +33,48 @@ def _umask() -> int:
     return mask
 
 
+# Directories whose fsync is deferred to the end of a batch (None: no batch).
+_deferred: set[str] | None = None
+
+
 def fsync_directory(path: str) -> None:
+    """Make the renames in `path` durable (now, or at the end of the batch)."""
+    if _deferred is not None:
+        _deferred.add(os.path.abspath(path))
+        return
+    _fsync_directory(path)
+
+
+def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def deferred_directory_sync() -> Iterator[None]:
+    """Within the block, each directory renames happen in is fsynced once,
+    at the end, instead of after every rename.
+
+    Files are still fsynced before they are renamed into place, so a crash
+    never leaves a torn file; until the end of the block a power loss may
+    bring back a file's previous version, which is what an interrupted run
+    leaves anyway. (10,000 managed files: one fsync each instead of two.)
+    """
+    global _deferred
+    if _deferred is not None:
+        yield
+        return
+    _deferred = set()
+    try:
+        yield
+    finally:
+        directories, _deferred = _deferred, None
+        for directory in sorted(directories):
+            with contextlib.suppress(FileNotFoundError):
+                _fsync_directory(directory)
 
 
 def _prctl() -> Any:

@@ -6,6 +6,7 @@ an error names the template file and line.
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Mapping
 from functools import lru_cache
@@ -39,8 +40,18 @@ def _template_line(exc: BaseException, name: str) -> int | None:
     return line
 
 
+# Anything Jinja would change: a tag, an expression, a comment, a line
+# statement, or a carriage return (Jinja writes "\n" line ends).
+_SYNTAX = re.compile(r"\{[{%#]|^[ \t]*@@|\r", re.MULTILINE)
+
+
 def render(text: str, context: Mapping[str, Any], *, name: str = "<string>") -> str:
-    """Render `text` as a template; `name` is the file shown in errors."""
+    """Render `text` as a template; `name` is the file shown in errors.
+
+    Text without any template syntax renders to itself: returned as it is,
+    without compiling (most file contents are plain text)."""
+    if not _SYNTAX.search(text):
+        return text
     try:
         template = _compile(text, name)
         return template.render(**context)

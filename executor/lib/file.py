@@ -25,6 +25,7 @@ import fnmatch
 import glob
 import grp
 import json
+import contextlib
 import os
 import posixpath
 import pwd
@@ -289,7 +290,10 @@ class Presence(Component):
         _ensure_parent(self.path, self.leading)
         if os.path.islink(self.path):
             os.unlink(self.path)
-        write_atomic(self.path, b"")
+        # A new, empty file: created whole or not at all (O_EXCL), so no
+        # staging is needed; Content, if any, writes the bytes atomically.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
 
     def last_updated(self, key: str = "st_mtime") -> float | None:
         return _mtime(self.path, key)

@@ -56,3 +56,25 @@ def test_a_long_name_stays_within_the_file_system_s_limit(tmp_path: Path) -> Non
     write_atomic(str(tmp_path / name), b"data")
 
     assert (tmp_path / name).read_bytes() == b"data"
+
+
+def test_directory_syncs_in_a_batch_happen_once_each_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    monkeypatch.setattr(fs, "_fsync_directory", synced.append)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    with fs.deferred_directory_sync():
+        for name in ("a/1", "a/2", "b/1", "a/3"):
+            write_atomic(str(tmp_path / name), b"x")
+        # Nested batches belong to the outer one.
+        with fs.deferred_directory_sync():
+            write_atomic(str(tmp_path / "b/2"), b"y")
+        assert synced == []
+
+    assert synced == [str(tmp_path / "a"), str(tmp_path / "b")]
+    # Outside a batch, every rename is made durable at once.
+    write_atomic(str(tmp_path / "a/4"), b"z")
+    assert synced[-1] == str(tmp_path / "a")

@@ -159,3 +159,31 @@ def test_a_consign_error_inside_a_template_keeps_its_message_and_hint(tmp_path: 
         "template raised AttributeValueError: Needy.token has no value: no default and no override"
     )
     assert info.value.hint is not None and "token=" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain text\n",
+        "no newline at the end",
+        "",
+        "braces { alone } and } { and %} and #}\n",
+        "at signs in the middle: a@@b\n",
+        "trailing newlines\n\n\n",
+    ],
+)
+def test_text_without_template_syntax_renders_to_itself_as_jinja_would(text: str) -> None:
+    assert template.render(text, {}) == text
+    assert template._compile(text, "<string>").render() == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a\r\nb\r\n", "a\nb\n"),
+        ("{# a comment #}x\n", "x\n"),
+        ("  @@ if True\nyes\n  @@ endif\n", "yes\n"),
+    ],
+)
+def test_text_that_jinja_changes_is_still_rendered(text: str, expected: str) -> None:
+    assert template.render(text, {}) == expected

@@ -1,0 +1,433 @@
+"""consign against batou 2.7.1 on the same deployment (issue 8): whole
+commands, side by side, with ratios batou/consign.
+
+    .venv/bin/python bench/compare/run.py [--runs N] [--warmup N]
+        [--roots N --files N] [--large] [--bytes N] [--template-share F]
+        [--seed N] [--workdir DIR] [--keep] [--no-save]
+
+Default scales: 10 roots x 10 files and 100 roots x 10 files (one host);
+`--roots/--files` runs one scale instead; `--large` adds 1,000 x 10.
+batou 2.7.1 lives in its own venv (`--batou-venv`, default
+~/.cache/consign-bench/batou-2.7.1, made on first use with `python3 -m venv`
+and `pip install batou==2.7.1`); it is never installed into consign's venv.
+Results merge into bench/results/compare.json by scale, and compare.md is
+rendered from the whole JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from scenario import ScenarioSpec, change_one_file, changed_file, commit, make_repository  # noqa: E402
+
+BIN = PROJECT / ".venv/bin"
+RESULTS = PROJECT / "bench/results"
+BATOU_VERSION = "2.7.1"
+DEFAULT_BATOU_VENV = Path.home() / ".cache/consign-bench" / f"batou-{BATOU_VERSION}"
+GNU_TIME = Path("/usr/bin/time")
+
+
+# -- running and timing ---------------------------------------------------
+
+
+def _gnu_time() -> bool:
+    if not GNU_TIME.exists():
+        return False
+    probe = subprocess.run([str(GNU_TIME), "--version"], capture_output=True, text=True, check=False)
+    return "GNU" in probe.stdout + probe.stderr
+
+
+USE_GNU_TIME = _gnu_time()
+
+
+class Runner:
+    """Spawns one whole command, waits for it with wait4, and returns wall
+    time and peak RSS; output goes to a log file, shown on failure."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __call__(self, args: list[str | Path], cwd: Path, env: dict[str, str]) -> dict[str, float]:
+        argv = [str(a) for a in args]
+        stats = self.log.with_suffix(".time")
+        if USE_GNU_TIME:
+            argv = [str(GNU_TIME), "-v", "-o", str(stats), *argv]
+        os.sync()  # the previous run's write-back stays out of this one
+        with self.log.open("w") as out:
+            started = time.perf_counter()
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)
+            elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise SystemExit(f"{shlex.join(argv)} (in {cwd}) failed with {process.returncode}:\n{tail}")
+        # ru_maxrss is KiB on Linux; it covers the child's waited-for children
+        # (the executor's runtime child, batou's git calls).
+        result = {"wall_s": elapsed, "rusage_maxrss_mb": usage.ru_maxrss * 1024 / 1e6}
+        if USE_GNU_TIME:
+            match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats.read_text())
+            if match:
+                result["gnu_time_maxrss_mb"] = int(match.group(1)) * 1024 / 1e6
+        return result
+
+
+def _figures(samples: list[dict[str, float]]) -> dict[str, Any]:
+    walls = [s["wall_s"] for s in samples]
+    rss = [s.get("gnu_time_maxrss_mb", s["rusage_maxrss_mb"]) for s in samples]
+    return {
+        "median_s": round(statistics.median(walls), 4),
+        "min_s": round(min(walls), 4),
+        "max_s": round(max(walls), 4),
+        "runs": len(walls),
+        "samples_s": [round(w, 4) for w in walls],
+        "peak_rss_mb": round(max(rss), 1),
+        "peak_rss_source": "GNU time -v" if USE_GNU_TIME else "wait4 rusage",
+    }
+
+
+def _sum(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per-run sums of two series measured in pairs (build then apply)."""
+    walls = [x + y for x, y in zip(a["samples_s"], b["samples_s"], strict=True)]
+    return {
+        "median_s": round(statistics.median(walls), 4),
+        "min_s": round(min(walls), 4),
+        "max_s": round(max(walls), 4),
+        "runs": len(walls),
+        "samples_s": [round(w, 4) for w in walls],
+    }
+
+
+def _measure(run: Any, warmup: int, runs: int, before: Any = None) -> dict[str, Any]:
+    """`before(n)` runs untimed before run n (negative n: warm-up)."""
+    samples = []
+    for n in range(-warmup, runs):
+        if before is not None:
+            before(n)
+        sample = run(n)
+        if n >= 0:
+            samples.append(sample)
+    return _figures(samples)
+
+
+# -- batou ----------------------------------------------------------------
+
+
+def ensure_batou(venv: Path) -> Path:
+    """batou's console script in its own venv, made on first use."""
+    script = venv / "bin/batou"
+    marker = venv / ".consign-bench-ok"
+    if script.exists() and marker.exists():
+        return script
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    python = shutil.which("python3") or sys.executable
+    print(f"making batou {BATOU_VERSION}'s venv in {venv} ...", flush=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", f"batou=={BATOU_VERSION}"], check=True
+    )
+    marker.write_text(BATOU_VERSION + "\n")
+    return script
+
+
+def batou_series(repo: Path, spec: ScenarioSpec, batou: Path, work: Path, runs: int, warmup: int) -> dict[str, Any]:
+    env = {**os.environ, "APPENV_BASEDIR": str(repo), "PATH": f"{batou.parent}{os.pathsep}{os.environ['PATH']}"}
+    run = Runner(work / "batou.log")
+
+    def deploy(_: int) -> dict[str, float]:
+        return run([batou, "deploy", "bench"], cwd=repo, env=env)
+
+    def fresh_target(_: int) -> None:
+        # connect_method = local: batou's target is <repo>/work
+        shutil.rmtree(repo / "work", ignore_errors=True)
+
+    first = _measure(deploy, warmup, runs, before=fresh_target)
+    noop = _measure(deploy, warmup, runs)
+    changed = _measure(deploy, warmup, runs, before=lambda n: change_one_file(repo, spec, n + 1000))
+    return {"first_deploy": first, "noop_redeploy": noop, "changed_redeploy": changed}
+
+
+# -- consign --------------------------------------------------------------
+
+
+def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust: Path, runs: int, warmup: int) -> dict[str, Any]:
+    env = {**os.environ, "CONSIGN_DNS": "offline"}
+    run = Runner(work / "consign.log")
+    bundle = repo / "bundles/bench/localhost.bundle"
+    runtimes = work / "runtimes"
+    runtimes.mkdir()
+
+    def build(_: int) -> dict[str, float]:
+        return run([BIN / "bundle", "build", "bench", "-C", repo, "--sign-key", key], cwd=repo, env=env)
+
+    def apply(state: Path, target: Path) -> dict[str, float]:
+        return run(
+            [BIN / "executor", "apply", bundle, "--host", "localhost", "--trust", trust,
+             "--state-dir", state, "--target-dir", target, "--runtime-dir", runtimes],
+            cwd=repo, env=env,
+        )  # fmt: skip
+
+    # Untimed: fills the build cache (runtime pex) and makes the shared
+    # runtime, so that neither is part of any figure below.
+    build(-1)
+    apply(work / "prepare-state", work / "prepare-target")
+
+    build_warm = _measure(build, warmup, runs)
+    bundle_bytes = bundle.stat().st_size
+
+    def first_apply(n: int) -> dict[str, float]:
+        return apply(work / f"state{n}", work / f"target{n}")
+
+    first = _measure(first_apply, warmup, runs)
+    state, target = work / f"state{runs - 1}", work / f"target{runs - 1}"
+    noop = _measure(lambda _: apply(state, target), warmup, runs)
+
+    builds: list[dict[str, float]] = []
+    applies: list[dict[str, float]] = []
+    for n in range(-warmup, runs):
+        change_one_file(repo, spec, n + 1000)
+        b, a = build(n), apply(state, target)
+        if n >= 0:
+            builds.append(b)
+            applies.append(a)
+    changed_build, changed_apply = _figures(builds), _figures(applies)
+    return {
+        "bundle_bytes": bundle_bytes,
+        "build_warm": build_warm,
+        "first_apply": first,
+        "first_build_plus_apply": _sum(build_warm, first),
+        "noop_apply": noop,
+        "noop_build_plus_apply": _sum(build_warm, noop),
+        "changed_build": changed_build,
+        "changed_apply": changed_apply,
+        "changed_build_plus_apply": _sum(changed_build, changed_apply),
+    }
+
+
+# -- one scale ------------------------------------------------------------
+
+
+def _ratio(batou: dict[str, Any], consign: dict[str, Any]) -> float:
+    return round(batou["median_s"] / consign["median_s"], 2)
+
+
+def scale(spec: ScenarioSpec, work: Path, batou: Path, key: Path, trust: Path, runs: int, warmup: int) -> dict[str, Any]:
+    work.mkdir(parents=True)
+    repos = {}
+    for side in ("batou", "consign"):
+        repo = work / side / "repo"
+        make_repository(repo, spec)
+        # What a batou user does once: ./batou migrate, then commit.
+        subprocess.run(
+            [batou, "migrate"], cwd=repo, env={**os.environ, "APPENV_BASEDIR": str(repo)},
+            check=True, capture_output=True,
+        )  # fmt: skip
+        repos[side] = commit(repo, "batou migrate")
+    assert repos["batou"] == repos["consign"], "the two copies of the scenario differ"
+    print(f"  {spec.label}: batou ...", flush=True)
+    b = batou_series(work / "batou/repo", spec, batou, work / "batou", runs, warmup)
+    print(f"  {spec.label}: consign ...", flush=True)
+    c = consign_series(work / "consign/repo", spec, work / "consign", key, trust, runs, warmup)
+    ratios = {
+        "first_deploy_vs_apply": _ratio(b["first_deploy"], c["first_apply"]),
+        "first_deploy_vs_build_plus_apply": _ratio(b["first_deploy"], c["first_build_plus_apply"]),
+        "noop_vs_apply": _ratio(b["noop_redeploy"], c["noop_apply"]),
+        "noop_vs_build_plus_apply": _ratio(b["noop_redeploy"], c["noop_build_plus_apply"]),
+        "changed_vs_apply": _ratio(b["changed_redeploy"], c["changed_apply"]),
+        "changed_vs_build_plus_apply": _ratio(b["changed_redeploy"], c["changed_build_plus_apply"]),
+    }
+    return {
+        "spec": {"roots": spec.roots, "files_per_root": spec.files, "bytes_per_file": spec.file_bytes,
+                 "template_share": spec.template_share, "seed": spec.seed,
+                 "managed_files": spec.roots * spec.files, "changed_file": changed_file(spec)},
+        "scenario_commit": repos["batou"],
+        "batou": b,
+        "consign": c,
+        "ratios_batou_over_consign": ratios,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command_line": shlex.join(["bench/compare/run.py", *sys.argv[1:]]),
+        "runs": runs,
+        "warmup": warmup,
+    }  # fmt: skip
+
+
+# -- machine and versions -------------------------------------------------
+
+
+def _out(*args: str | Path) -> str:
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False)
+    return (done.stdout or done.stderr).strip()
+
+
+def machine(work: Path) -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    changed = [
+        line[3:] for line in _out("git", "-C", PROJECT, "status", "--porcelain").splitlines()
+        if line and not line[3:].startswith("bench/")
+    ]  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(int(mem) * 1024 / 1e9, 1),
+        "kernel": platform.release(),
+        "workdir_fs": _out("stat", "-f", "-c", "%T", work),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }, {
+        "python": platform.python_version(),
+        "consign": _out(BIN / "bundle", "--version"),
+        "consign_commit": _out("git", "-C", PROJECT, "rev-parse", "--short", "HEAD"),
+        "consign_changed_outside_bench": changed,
+        "git": _out("git", "--version"),
+    }
+
+
+# -- rendering ------------------------------------------------------------
+
+
+def _cell(f: dict[str, Any]) -> str:
+    return f"{f['median_s']:.3f} ({f['min_s']:.3f}–{f['max_s']:.3f})"
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [
+        "# consign against batou 2.7.1: results",
+        "",
+        "Written by `bench/compare/run.py`. Wall-clock seconds of whole commands, spawn to exit: "
+        "median (min–max) of the measured runs after the warm-up. Ratios are batou's median over "
+        "consign's: above 1, consign is faster.",
+        "",
+    ]
+    for label in sorted(data["scales"], key=lambda k: (data["scales"][k]["spec"]["managed_files"], k)):
+        s = data["scales"][label]
+        b, c, r, sp = s["batou"], s["consign"], s["ratios_batou_over_consign"], s["spec"]
+        lines += [
+            f"## {sp['roots']} roots × {sp['files_per_root']} files ({sp['managed_files']} files, "
+            f"{sp['bytes_per_file']} bytes each, {sp['template_share']:.0%} templates), one host",
+            "",
+            f"{s['date']}, `{s['command_line']}`, {s['runs']} runs after {s['warmup']} warm-up; "
+            f"scenario commit {s['scenario_commit'][:12]}; consign bundle {c['bundle_bytes'] / 1e6:.2f} MB.",
+            "",
+            "| | batou 2.7.1 `batou deploy` | consign `executor apply` | consign `bundle build` | consign build + apply | ratio vs apply | ratio vs build + apply |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| first deploy (fresh target) | {_cell(b['first_deploy'])} | {_cell(c['first_apply'])} | "
+            f"{_cell(c['build_warm'])} | {_cell(c['first_build_plus_apply'])} | "
+            f"{r['first_deploy_vs_apply']} | {r['first_deploy_vs_build_plus_apply']} |",
+            f"| no-op redeploy | {_cell(b['noop_redeploy'])} | {_cell(c['noop_apply'])} | "
+            f"{_cell(c['build_warm'])} | {_cell(c['noop_build_plus_apply'])} | "
+            f"{r['noop_vs_apply']} | {r['noop_vs_build_plus_apply']} |",
+            f"| redeploy after one file changed | {_cell(b['changed_redeploy'])} | {_cell(c['changed_apply'])} | "
+            f"{_cell(c['changed_build'])} | {_cell(c['changed_build_plus_apply'])} | "
+            f"{r['changed_vs_apply']} | {r['changed_vs_build_plus_apply']} |",
+            "",
+            f"Peak RSS ({c['first_apply']['peak_rss_source']}, the command and its waited-for children): "
+            f"executor apply first {c['first_apply']['peak_rss_mb']} MB, no-op {c['noop_apply']['peak_rss_mb']} MB, "
+            f"after a change {c['changed_apply']['peak_rss_mb']} MB; bundle build {c['build_warm']['peak_rss_mb']} MB; "
+            f"batou deploy first {b['first_deploy']['peak_rss_mb']} MB, no-op {b['noop_redeploy']['peak_rss_mb']} MB.",
+            "",
+        ]
+    m, v = data["machine"], data["versions"]
+    changed = ", ".join(v["consign_changed_outside_bench"]) or "none"
+    lines += [
+        "## How the figures are taken",
+        "",
+        "- One generated repository (`bench/compare/scenario.py`), written twice from the same spec "
+        "(identical commit ids), one copy per tool; `./batou migrate` ran once and was committed. "
+        "`connect_method = local`: batou deploys into `<repo>/work`, consign ignores the key (with a note).",
+        "- batou: `APPENV_BASEDIR=REPO batou deploy bench` from batou's own venv. First deploy: "
+        "`<repo>/work` removed before each run. No-op: the same again. Change: one static file of "
+        "`c000` edited and committed (untimed) before each run.",
+        "- consign: `.venv/bin/bundle build bench -C REPO --sign-key KEY` (key from `bundle keys "
+        "generate KEY --trust-file TRUST`) and `.venv/bin/executor apply BUNDLE --host localhost "
+        "--trust TRUST --state-dir S --target-dir D --runtime-dir R`, with `CONSIGN_DNS=offline`. "
+        "**Not measured**: the runtime pex build (build cache warmed by an untimed build) and the "
+        "runtime venv creation (`--runtime-dir` shared by every run and made by an untimed apply "
+        "first). First deploy: new state and target directories each run. No-op: the last of those "
+        "again. Change: edit + commit (untimed), then `bundle build` and `executor apply` each timed.",
+        "- `build + apply` adds each run's build to its apply; for first and no-op it pairs the "
+        "warm unchanged builds with the applies run by run. consign's build runs once per fleet "
+        "change, not per host, so the apply-only ratio is the per-host comparison.",
+        "- `os.sync()` before every timed command. Peak RSS from GNU `time -v` when available, "
+        "else `os.wait4` rusage of the one child.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"work directory on {m['workdir_fs']}, load average {m['load_average_1m']} at the start. "
+        f"Python {v['python']}, {v['consign']} at {v['consign_commit']} (changed outside bench/: {changed}), "
+        f"batou {v['batou']}, {v['git']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--roots", type=int, help="one scale: this many roots (with --files)")
+    parser.add_argument("--files", type=int, default=10, help="files per root")
+    parser.add_argument("--large", action="store_true", help="add the 1,000 roots x 10 files point")
+    parser.add_argument("--bytes", type=int, default=1024, dest="file_bytes")
+    parser.add_argument("--template-share", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batou-venv", type=Path, default=DEFAULT_BATOU_VENV)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+
+    sizes = [(args.roots, args.files)] if args.roots else [(10, args.files), (100, args.files)]
+    if args.large:
+        sizes.append((1000, 10))
+    batou = ensure_batou(args.batou_venv)
+    work = Path(tempfile.mkdtemp(prefix="consign-compare-", dir=args.workdir))
+    try:
+        key, trust = work / "key", work / "trust"
+        subprocess.run([BIN / "bundle", "keys", "generate", key, "--trust-file", trust],
+                       check=True, capture_output=True)  # fmt: skip
+        scales = {}
+        for roots, files in sizes:
+            spec = ScenarioSpec(roots, files, args.file_bytes, args.template_share, args.seed)
+            print(f"scale {spec.label} ...", flush=True)
+            scales[spec.label] = scale(spec, work / spec.label, batou, key, trust, args.runs, args.warmup)
+        m, v = machine(work)
+        v["batou"] = _out(batou.parent / "python", "-c", "import importlib.metadata as m; print(m.version('batou'))")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    path = RESULTS / "compare.json"
+    data: dict[str, Any] = {"scales": {}}
+    if not args.no_save and path.exists():
+        data = json.loads(path.read_text())
+    data["scales"].update(scales)
+    data["machine"], data["versions"] = m, v
+    text = render(data)
+    print(text)
+    if not args.no_save:
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        (RESULTS / "compare.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
