@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
+from . import template
 from .configure import configure_for_host
 from .deploy import deploy_roots
 from .dns import Answer, overrides_table, resolving
@@ -110,6 +112,10 @@ def _stop(signum: int, _frame: object) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
+    if sys.prefix != sys.base_prefix:
+        # The runtime's venv, STATE/runtimes/<sha256>/venv: private to the
+        # executor's user, and one per runtime (Python, Jinja2, consign).
+        template.use_code_cache(Path(sys.prefix).parent / "template-cache")
     with open(sys.argv[1], encoding="utf-8") as f:
         request = RunRequest.from_json(f.read())
     try:

@@ -6,10 +6,17 @@ an error names the template file and line.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import marshal
+import os
 import re
+import sys
 import traceback
+import types
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -24,12 +31,44 @@ _ENV = jinja2.Environment(
 )
 
 
+# Where compiled templates are kept between runs (None: nowhere).
+_code_cache: Path | None = None
+
+
+def use_code_cache(directory: Path | None) -> None:
+    """Keep compiled templates in `directory` across runs: an apply that
+    changes nothing then compiles nothing. Only a directory as private as
+    the runtime itself (its code is executed): the runtime's own."""
+    global _code_cache
+    _code_cache = directory
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str, name: str) -> jinja2.Template:
     # Compiling dominates rendering; one deployment renders the same few
     # templates for many hosts.
-    code = _ENV.compile(text, name=name, filename=name)
+    code = _code(text, name)
     return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+
+
+def _code(text: str, name: str) -> types.CodeType:
+    if _code_cache is None:
+        return _ENV.compile(text, name=name, filename=name)
+    key = hashlib.sha256(
+        "\0".join([sys.version, jinja2.__version__, name, text]).encode()
+    ).hexdigest()
+    path = _code_cache / key[:2] / key
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        code = marshal.loads(path.read_bytes())
+        if isinstance(code, types.CodeType):
+            return code
+    code = _ENV.compile(text, name=name, filename=name)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staged = path.with_name(f".{key}.{os.getpid()}")
+        staged.write_bytes(marshal.dumps(code))
+        os.replace(staged, path)
+    return code
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:

@@ -187,3 +187,33 @@ def test_text_without_template_syntax_renders_to_itself_as_jinja_would(text: str
 )
 def test_text_that_jinja_changes_is_still_rendered(text: str, expected: str) -> None:
     assert template.render(text, {}) == expected
+
+
+def test_compiled_templates_are_kept_and_reused_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "hello {{ name }}\n"
+    template.use_code_cache(tmp_path / "cache")
+    try:
+        template._compile.cache_clear()
+        assert template.render(text, {"name": "web1"}) == "hello web1\n"
+        kept = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert len(kept) == 1 and not kept[0].name.startswith(".")
+
+        # A new run (a new process: nothing in memory) compiles nothing.
+        template._compile.cache_clear()
+
+        def no_compiling(*args: object, **kw: object) -> object:
+            raise AssertionError("compiled again")
+
+        monkeypatch.setattr(template._ENV, "compile", no_compiling)
+        assert template.render(text, {"name": "web2"}) == "hello web2\n"
+
+        # A damaged entry is compiled again, not trusted.
+        monkeypatch.undo()
+        template._compile.cache_clear()
+        kept[0].write_bytes(b"not marshal data")
+        assert template.render(text, {"name": "web3"}) == "hello web3\n"
+    finally:
+        template.use_code_cache(None)
+        template._compile.cache_clear()
