@@ -41,12 +41,22 @@ def main_options(
     """Build signed, reproducible per-host bundles from a deployment repository."""
 
 
+# Options several commands share.
+RepositoryOption = Annotated[
+    Path, typer.Option("-C", "--repository", help="The deployment repository.")
+]
+BuiltOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Where 'bundle build --out' wrote the bundles [default: REPOSITORY/bundles]."
+    ),
+]
+
+
 @app.command("build")
 def build_command(
     environment: Annotated[str, typer.Argument(help="The environment to build, e.g. prod.")],
-    repository: Annotated[
-        Path, typer.Option("-C", "--repository", help="The deployment repository.")
-    ] = Path("."),
+    repository: RepositoryOption = Path("."),
     out: Annotated[
         Path | None, typer.Option("--out", help="Write bundles below this directory [default: REPOSITORY/bundles].")
     ] = None,
@@ -157,13 +167,8 @@ def diff_command(
 def publish_command(
     environment: Annotated[str, typer.Argument(help="The environment to publish, e.g. prod.")],
     destination: Annotated[Path, typer.Argument(help="The directory a web server serves.")],
-    repository: Annotated[
-        Path, typer.Option("-C", "--repository", help="The deployment repository.")
-    ] = Path("."),
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Where 'bundle build --out' wrote the bundles [default: REPOSITORY/bundles]."),
-    ] = None,
+    repository: RepositoryOption = Path("."),
+    out: BuiltOption = None,
     host: Annotated[
         list[str] | None, typer.Option("--host", help="Publish only this host (repeatable).")
     ] = None,
@@ -213,9 +218,7 @@ def status_command(
         str | None,
         typer.Option("--published", help="The 'bundle publish' directory or URL, to compare serials."),
     ] = None,
-    repository: Annotated[
-        Path, typer.Option("-C", "--repository", help="The deployment repository.")
-    ] = Path("."),
+    repository: RepositoryOption = Path("."),
     stale_after: Annotated[
         str, typer.Option("--stale-after", help="A last success older than this stands out.")
     ] = "1d",
@@ -239,13 +242,8 @@ def status_command(
 @app.command("push")
 def push_command(
     environment: Annotated[str, typer.Argument(help="The environment to push, e.g. prod.")],
-    repository: Annotated[
-        Path, typer.Option("-C", "--repository", help="The deployment repository.")
-    ] = Path("."),
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Where 'bundle build --out' wrote the bundles [default: REPOSITORY/bundles]."),
-    ] = None,
+    repository: RepositoryOption = Path("."),
+    out: BuiltOption = None,
     host: Annotated[
         list[str] | None, typer.Option("--host", help="Push only this host (repeatable).")
     ] = None,
