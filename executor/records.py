@@ -25,6 +25,9 @@ from .fs import write_atomic
 STATUS_FILE = "status.json"
 AUDIT_FILE = "audit.log"
 _MAX_STATUS_BYTES = 1 << 20
+# A record names at most this many changed components (and counts them all),
+# so that status.json stays small and every audit line fits read_audit's window.
+MAX_RECORDED_CHANGES = 100
 
 # What a run did: kind and result.
 KINDS = ("apply", "rollback", "dry-run", "pull")
@@ -54,7 +57,8 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["changed"] = list(self.changed)
+        data["changed"] = list(self.changed[:MAX_RECORDED_CHANGES])
+        data["changed_count"] = len(self.changed)
         data["duration_s"] = round(self.duration_s, 6)
         data["phases"] = {k: round(v, 6) for k, v in self.phases.items()}
         return data

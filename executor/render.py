@@ -78,7 +78,9 @@ def render_status(report: HostStatus) -> None:
     stdout.print(f"  serial floor {state.highest_serial if state.highest_serial is not None else '-'}")
     run = report.status.last_run
     if run:
-        changed = len(run.get("changed") or [])
+        changed = run.get("changed_count")
+        if not isinstance(changed, int) or isinstance(changed, bool):
+            changed = len(run.get("changed") or [])  # recorded before changed_count
         result = str(run.get("result"))
         style = "green" if result == "ok" else "red"
         stdout.print(

@@ -15,7 +15,15 @@ import pytest
 from executor.apply import ApplyStatus, apply_bundle
 from executor.errors import LockedError, StateError, WrongTargetError
 from executor.lock import state_lock
-from executor.records import RunRecord, Status, metrics_text, read_audit, read_status
+from executor.records import (
+    MAX_RECORDED_CHANGES,
+    RunRecord,
+    Status,
+    metrics_text,
+    read_audit,
+    read_status,
+    record_run,
+)
 from tests.deployments import apply_options, build_bundles, deployment
 
 APP = """
@@ -61,7 +69,7 @@ def apply(bundle: Path, tmp_path: Path, **kw: Any) -> Any:
     return apply_bundle(apply_options(bundle, tmp_path, **kw))
 
 
-RECORD_KEYS = sorted(f.name for f in fields(RunRecord))
+RECORD_KEYS = sorted([*(f.name for f in fields(RunRecord)), "changed_count"])
 
 
 # -- status.json -------------------------------------------------------------------------
@@ -116,10 +124,30 @@ def test_status_records_what_the_run_did(built: dict[str, Path], tmp_path: Path)
     assert last["serial"] == 100
     assert last["generation"] == 1
     assert last["changed"] == list(result.changed)
+    assert last["changed_count"] == len(result.changed)
     assert last["error"] is None
     assert last["pid"] == os.getpid()
     assert sorted(last["phases"]) == ["lock", "run", "runtime", "unpack", "verify"]
     assert sum(last["phases"].values()) <= last["duration_s"] + 0.001
+
+
+def test_a_run_that_changed_thousands_of_components_keeps_its_records_readable(
+    tmp_path: Path,
+) -> None:
+    changed = tuple(f"root{n}/File('f{n}')" for n in range(20_000))
+    record = RunRecord("apply", "ok", 1.0, 2.0, "b.bundle", host="web1", changed=changed)
+    (tmp_path / "state").mkdir()
+    state = str(tmp_path / "state")
+
+    for _ in range(3):
+        assert record_run(state, record, None) == []
+
+    last = read_status(state).last_run
+    assert last is not None
+    assert last["changed"] == list(changed[:MAX_RECORDED_CHANGES])
+    assert last["changed_count"] == 20_000
+    assert [entry["changed_count"] for entry in read_audit(state)] == [20_000] * 3
+    assert (tmp_path / "state/status.json").stat().st_size < 64 << 10
 
 
 def test_a_damaged_status_file_does_not_fail_the_run_and_is_written_again(
