@@ -136,7 +136,7 @@ TimeoutOption = Annotated[
 ]
 VerboseOption = Annotated[
     bool,
-    typer.Option("--verbose", "-v", help="Also show commands run, and tracebacks of failures."),
+    typer.Option("--verbose", "-v", help="Also show commands run, every change and diff (not only the first 50 and 20), and tracebacks of failures."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 

@@ -22,7 +22,7 @@ from typing import Any
 from .component import Component, accepts_predicting, working_directory, locate, user_location
 from .configure import ConfiguredRoot
 from .outcome import DeployOutcome, RootOutcome, RootStatus
-from .fs import deferred_directory_sync
+from .fs import deferred_sync
 from .errors import ConsignError, DeployError, NotConvergedError, RunTimeoutError
 from .run import DeadlineReached, RunContext, interruptible, running
 
@@ -154,7 +154,7 @@ def deploy_roots(
     with (
         running(run),
         tempfile.TemporaryDirectory(prefix="consign-empty-") as empty,
-        deferred_directory_sync(),
+        deferred_sync(),
     ):
         for root in roots:
             name = root.record.name

@@ -33,14 +33,22 @@ def _umask() -> int:
     return mask
 
 
-# Directories whose fsync is deferred to the end of a batch (None: no batch).
-_deferred: set[str] | None = None
+class _Batch:
+    """What a batch of writes still owes the disk: directories whose renames
+    are to be fsynced, and file systems holding new files not yet flushed."""
+
+    def __init__(self) -> None:
+        self.directories: set[str] = set()
+        self.filesystems: dict[int, str] = {}
+
+
+_batch: _Batch | None = None
 
 
 def fsync_directory(path: str) -> None:
     """Make the renames in `path` durable (now, or at the end of the batch)."""
-    if _deferred is not None:
-        _deferred.add(os.path.abspath(path))
+    if _batch is not None:
+        _batch.directories.add(os.path.abspath(path))
         return
     _fsync_directory(path)
 
@@ -54,27 +62,46 @@ def _fsync_directory(path: str) -> None:
 
 
 @contextlib.contextmanager
-def deferred_directory_sync() -> Iterator[None]:
-    """Within the block, each directory renames happen in is fsynced once,
-    at the end, instead of after every rename.
+def deferred_sync() -> Iterator[None]:
+    """Within the block, flushing to disk is batched to its end.
 
-    Files are still fsynced before they are renamed into place, so a crash
-    never leaves a torn file; until the end of the block a power loss may
-    bring back a file's previous version, which is what an interrupted run
-    leaves anyway. (10,000 managed files: one fsync each instead of two.)
+    - A file that *replaces* content (the target exists and is not empty)
+      is still fsynced before it is renamed into place, so neither a crash
+      nor a power loss can cost the previous version.
+    - A *new* file (no target, or an empty one) has no previous version to
+      lose: it is renamed into place unflushed, and its file system is
+      flushed once (syncfs) at the end of the block. A kill never shows a
+      partial file (rename is atomic); a power loss before the end can leave
+      it short, which the interrupted run was not recorded as having done,
+      so the next run writes it again. (10,000 new files: one flush instead
+      of 10,000 fsyncs, 0.26 ms each on the benchmark machine.)
+    - Each directory renames happened in is fsynced once, at the end.
+
+    The caller records the run as done only after the block has ended.
     """
-    global _deferred
-    if _deferred is not None:
+    global _batch
+    if _batch is not None:
         yield
         return
-    _deferred = set()
+    _batch = batch = _Batch()
     try:
         yield
     finally:
-        directories, _deferred = _deferred, None
-        for directory in sorted(directories):
+        _batch = None
+        for path in batch.filesystems.values():
+            with contextlib.suppress(FileNotFoundError):
+                sync_filesystem(path)
+        for directory in sorted(batch.directories):
             with contextlib.suppress(FileNotFoundError):
                 _fsync_directory(directory)
+
+
+def _defer_flush(directory: str, device: int) -> bool:
+    """Leave a new file's flush to the batch's end; False outside a batch."""
+    if _batch is None:
+        return False
+    _batch.filesystems.setdefault(device, os.path.abspath(directory))
+    return True
 
 
 def _prctl() -> Any:
@@ -259,7 +286,9 @@ def stage_file(path: str, parts: Iterable[bytes], *, mode: int | None = None) ->
                 os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
             else:
                 os.fchmod(f.fileno(), mode if mode is not None else 0o666 & ~_umask())
-            os.fsync(f.fileno())
+            replaces = existing is not None and existing.st_size > 0
+            if replaces or not _defer_flush(directory, os.fstat(f.fileno()).st_dev):
+                os.fsync(f.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

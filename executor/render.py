@@ -14,6 +14,11 @@ from .outcome import RootStatus
 from .run import Level
 
 
+# Without -v, a run shows this many changed components and file changes.
+SHOWN_CHANGES = 50
+SHOWN_DIFFS = 20
+
+
 def render_result(result: ApplyResult, verbose: bool) -> None:
     verb = "would change" if result.dry_run else "changed"
     mode = " (dry run)" if result.dry_run else ""
@@ -26,13 +31,17 @@ def render_result(result: ApplyResult, verbose: bool) -> None:
             stdout.print(f"  [yellow]skipped[/]  {escape(root.name)}: {escape(root.reason)}")
         elif root.status is RootStatus.NOT_RUN:
             stdout.print(f"  [yellow]not run[/]  {escape(root.name)}: {escape(root.reason)}")
-    for crumbs in result.changed:
+    changed = result.changed if verbose else result.changed[:SHOWN_CHANGES]
+    for crumbs in changed:
         stdout.print(f"  [green]{verb}[/]  {escape(crumbs)}")
-    for diff in result.diffs:
+    _more(len(result.changed) - len(changed), f"{verb} component")
+    diffs = result.diffs if verbose else result.diffs[:SHOWN_DIFFS]
+    for diff in diffs:
         if diff.diff is None:
             stdout.print(f"  [dim]{escape(diff.path)}: {escape(diff.note)}[/]")
         else:
             stdout.print(escape(diff.diff.rstrip("\n")), style="dim")
+    _more(len(result.diffs) - len(diffs), "file change")
     for entry in result.log:
         if entry.level is Level.DEBUG and not verbose:
             continue
@@ -48,6 +57,14 @@ def render_result(result: ApplyResult, verbose: bool) -> None:
         assert result.error is not None
         print_error(result.error, verbose=verbose)
         stdout.print(f"[bold red]failed[/]: {summary} before the failure")
+
+
+def _more(hidden: int, what: str) -> None:
+    if hidden > 0:
+        stdout.print(
+            f"  [dim]... and {hidden} more {what}{'s' if hidden != 1 else ''} "
+            "(-v lists all; --json gives them to scripts)[/]"
+        )
 
 
 def _when(seconds: float | int | None) -> str:

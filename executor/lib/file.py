@@ -57,6 +57,8 @@ __all__ = [
 
 # Longer diffs are cut to this many lines in the run's result.
 DIFF_MAX_LINES = 200
+# Diffs made per run; later changed files get a note instead.
+DIFFS_PER_RUN = 200
 
 _RWX = "rwxrwxrwx"
 # ls(1) shows setuid/setgid/sticky in the execute positions: lowercase with
@@ -765,12 +767,18 @@ class Content(Component):
 
     def _report(self, current: bytes) -> None:
         crumbs = self._breadcrumbs
-        if self.sensitive_data:
+        diffs = _run.current().diffs
+        if len(diffs) >= DIFFS_PER_RUN:
+            # A first deploy of 10,000 files: nobody reads 10,000 diffs, and
+            # making them costs seconds and megabytes.
+            note = f"diff not made: more than {DIFFS_PER_RUN} files changed in this run"
+            change = _run.FileDiff(crumbs, self.path, None, note)
+        elif self.sensitive_data:
             change = _run.FileDiff(crumbs, self.path, None, "sensitive content: diff withheld")
         else:
             diff, note = _diff(self.path, current, self._data, self.encoding or "utf-8")
             change = _run.FileDiff(crumbs, self.path, diff, note)
-        _run.current().diffs.append(change)
+        diffs.append(change)
 
     def update(self) -> None:
         _ensure_parent(self.path, None)

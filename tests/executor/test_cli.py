@@ -71,6 +71,43 @@ def test_apply_reports_changes_then_none(bundles: Path, tmp_path: Path) -> None:
     assert "ok: 0 components changed" in second.stdout
 
 
+def test_a_large_change_shows_the_first_changes_and_counts_the_rest(tmp_path: Path) -> None:
+    repo = deployment(
+        tmp_path / "repo",
+        components={
+            "many": """
+                from batou.component import Component
+                from batou.lib.file import File
+
+                class Many(Component):
+                    def configure(self):
+                        for n in range(250):
+                            self += File(f"f{n:03}.conf", content=f"line {n}\\n")
+                """
+        },
+        environments={"prod": "[environment]\ntarget_directory = /srv/x\n[hosts]\nweb1 = many\n"},
+    )
+    build_bundles("prod", repo)
+    bundles = repo / "bundles/prod"
+
+    dry = apply(bundles, tmp_path, "--host", "web1", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.count("would change  Many > File(") == 50
+    assert "... and 450 more would change components (-v lists all" in dry.stdout
+    assert dry.stdout.count("(current)") == 20
+    assert "... and 230 more file changes" in dry.stdout
+
+    verbose = apply(bundles, tmp_path, "--host", "web1", "--dry-run", "-v")
+    assert verbose.stdout.count("would change  Many > File(") == 500
+    assert verbose.stdout.count("(current)") == 200
+    assert verbose.stdout.count("diff not made: more than 200 files changed in this run") == 50
+
+    scripted = apply(bundles, tmp_path, "--host", "web1", "--json")
+    data = json.loads(scripted.stdout)
+    assert len(data["changed"]) == 500
+    assert (tmp_path / "target/work/many/f249.conf").read_text() == "line 249\n"
+
+
 def test_apply_json_has_the_documented_fields(bundles: Path, tmp_path: Path) -> None:
     result = apply(bundles, tmp_path, "--host", "web1", "--json", "--dry-run")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,11 +68,11 @@ def test_directory_syncs_in_a_batch_happen_once_each_at_the_end(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
 
-    with fs.deferred_directory_sync():
+    with fs.deferred_sync():
         for name in ("a/1", "a/2", "b/1", "a/3"):
             write_atomic(str(tmp_path / name), b"x")
         # Nested batches belong to the outer one.
-        with fs.deferred_directory_sync():
+        with fs.deferred_sync():
             write_atomic(str(tmp_path / "b/2"), b"y")
         assert synced == []
 
@@ -78,3 +80,60 @@ def test_directory_syncs_in_a_batch_happen_once_each_at_the_end(
     # Outside a batch, every rename is made durable at once.
     write_atomic(str(tmp_path / "a/4"), b"z")
     assert synced[-1] == str(tmp_path / "a")
+
+
+def _count_flushes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    calls: dict[str, list[Any]] = {"fsync": [], "syncfs": []}
+    real_fsync = os.fsync
+    monkeypatch.setattr(fs.os, "fsync", lambda fd: calls["fsync"].append(fd) or real_fsync(fd))
+    monkeypatch.setattr(fs, "sync_filesystem", calls["syncfs"].append)
+    monkeypatch.setattr(fs, "_fsync_directory", lambda path: None)
+    return calls
+
+
+def test_a_batch_flushes_new_files_once_at_the_end_and_replacements_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "old").write_bytes(b"previous version")
+    (tmp_path / "empty").write_bytes(b"")
+    calls = _count_flushes(monkeypatch)
+
+    with fs.deferred_sync():
+        write_atomic(str(tmp_path / "new1"), b"a")
+        write_atomic(str(tmp_path / "new2"), b"b")
+        write_atomic(str(tmp_path / "empty"), b"c")
+        # New files wait for the end of the batch ...
+        assert calls == {"fsync": [], "syncfs": []}
+        # ... a file with content to lose is flushed before its rename.
+        write_atomic(str(tmp_path / "old"), b"new version")
+        assert len(calls["fsync"]) == 1
+        assert calls["syncfs"] == []
+
+    # One flush of the one file system, at the end.
+    assert calls["syncfs"] == [str(tmp_path)]
+    assert len(calls["fsync"]) == 1
+    assert [(tmp_path / n).read_bytes() for n in ("new1", "new2", "empty", "old")] == [
+        b"a", b"b", b"c", b"new version",
+    ]  # fmt: skip
+
+
+def test_a_batch_flushes_even_when_its_block_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_flushes(monkeypatch)
+
+    with pytest.raises(RuntimeError), fs.deferred_sync():
+        write_atomic(str(tmp_path / "new"), b"a")
+        raise RuntimeError("the run failed")
+
+    assert calls["syncfs"] == [str(tmp_path)]
+
+
+def test_outside_a_batch_a_new_file_is_flushed_before_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_flushes(monkeypatch)
+
+    write_atomic(str(tmp_path / "new"), b"a")
+
+    assert (len(calls["fsync"]), calls["syncfs"]) == (1, [])
