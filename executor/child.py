@@ -28,7 +28,7 @@ from .errors import ConsignError, RunTimeoutError
 from .canonical import CanonicalError
 from .decode import DecodeError
 from .model import HostModel, decode_model
-from .protocol import RunReport, RunRequest
+from .protocol import RUNTIME_READY, RunReport, RunRequest
 from .run import DeadlineReached, RunContext, alarm, interruptible
 
 
@@ -110,12 +110,20 @@ def _stop(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def template_cache(prefix: str, base_prefix: str) -> Path | None:
+    """Where this runtime keeps compiled templates: beside its venv in a
+    runtime the executor prepared (STATE/runtimes/<sha256>/venv), which is
+    private to the executor's user and one per runtime (Python, Jinja2,
+    consign). Any other Python (a developer's venv) caches nothing."""
+    entry = Path(prefix).parent
+    if prefix != base_prefix and (entry / RUNTIME_READY).is_file():
+        return entry / "template-cache"
+    return None
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
-    if sys.prefix != sys.base_prefix:
-        # The runtime's venv, STATE/runtimes/<sha256>/venv: private to the
-        # executor's user, and one per runtime (Python, Jinja2, consign).
-        template.use_code_cache(Path(sys.prefix).parent / "template-cache")
+    template.use_code_cache(template_cache(sys.prefix, sys.base_prefix))
     with open(sys.argv[1], encoding="utf-8") as f:
         request = RunRequest.from_json(f.read())
     try:

@@ -24,6 +24,9 @@ from .errors import ConsignError
 from .run import FileDiff, Level, LogEntry
 
 PROTOCOL = 1
+# The marker file of a prepared runtime entry (STATE/runtimes/<sha256>/),
+# which holds the runtime's venv and the templates it compiled.
+RUNTIME_READY = ".consign-ready"
 
 
 class ProtocolError(ValueError):

@@ -24,9 +24,11 @@ from .errors import RuntimeFailure
 from .fs import die_with_parent
 from .generations import GENERATIONS_DIR, remove_tree
 from .manifest import Manifest
+from .protocol import RUNTIME_READY
+
+READY = RUNTIME_READY
 from .state import check_private
 
-READY = ".consign-ready"
 _WHY_PRIVATE = "whoever writes it decides the code that applies bundles"
 
 

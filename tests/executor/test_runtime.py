@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from executor.apply import ApplyStatus, apply_bundle
 from executor.bundle import VerifiedBundle
+from executor.child import template_cache
 from executor.cli import app
 from executor.errors import RuntimeFailure, StateError
 from executor.runtime import READY, find_python, prepare_runtime, runtime_directory
@@ -340,6 +341,17 @@ def test_the_runtime_is_made_once_and_holds_the_runtime_not_the_executor(
 
     forbid_subprocesses(monkeypatch)
     assert prepare_runtime(bundle, prepared) == python
+
+
+def test_only_a_prepared_runtime_keeps_compiled_templates(
+    bundle: VerifiedBundle, prepared: Path, tmp_path: Path
+) -> None:
+    final = prepared / digest(bundle)
+    assert template_cache(str(final / "venv"), sys.base_prefix) == final / "template-cache"
+    # A developer's venv, or the system's Python: nothing is written beside it.
+    (tmp_path / "venv").mkdir()
+    assert template_cache(str(tmp_path / "venv"), sys.base_prefix) is None
+    assert template_cache(sys.base_prefix, sys.base_prefix) is None
 
 
 def test_the_runtime_is_made_offline_and_outside_home(
