@@ -25,9 +25,10 @@ from .fs import die_with_parent
 from .generations import GENERATIONS_DIR, remove_tree
 from .manifest import Manifest
 from .protocol import RUNTIME_READY
-
-READY = RUNTIME_READY
 from .state import check_private
+
+# The marker of a finished runtime entry.
+READY = RUNTIME_READY
 
 _WHY_PRIVATE = "whoever writes it decides the code that applies bundles"
 
