@@ -300,8 +300,9 @@ def handle_event(event: str, scope: str) -> Callable[[F], F]:
     return mark
 
 
-def _caller_location(component: Component) -> str | None:
-    """file:line of the deployment code that constructs `component`."""
+def _caller_location(component: Component) -> tuple[dict[str, Any], int] | None:
+    """Module globals and line of the deployment code that constructs
+    `component` (made into file:line only when an error needs it)."""
     frame: Any = sys._getframe(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
@@ -312,7 +313,7 @@ def _caller_location(component: Component) -> str | None:
             and name.startswith(COMPONENT_MODULE_PREFIX)
             and frame.f_locals.get("self") is not component
         ):
-            return _frame_location(frame.f_globals, frame.f_lineno)
+            return frame.f_globals, frame.f_lineno
         frame = frame.f_back
     return None
 
@@ -353,7 +354,18 @@ def locate(error: ConsignError, component: Component, location: str | None) -> C
     return error
 
 
+_DEFDIRS: dict[type, str | None] = {}
+
+
 def _class_defdir(cls: type) -> str | None:
+    """The directory of the deployment module that defines `cls` (or the
+    nearest such base); per class, as modules do not move during a run."""
+    if cls not in _DEFDIRS:
+        _DEFDIRS[cls] = _find_class_defdir(cls)
+    return _DEFDIRS[cls]
+
+
+def _find_class_defdir(cls: type) -> str | None:
     for klass in cls.__mro__:
         module = sys.modules.get(klass.__module__)
         if klass.__module__.startswith(COMPONENT_MODULE_PREFIX) and module is not None:
@@ -365,10 +377,14 @@ def _class_defdir(cls: type) -> str | None:
 
 @contextlib.contextmanager
 def working_directory(path: str | None) -> Iterator[None]:
-    if not path or not os.path.isdir(path):
+    if not path:
         yield
         return
     previous = os.getcwd()
+    if path == previous or not os.path.isdir(path):
+        # Already there (every component of a root shares its defdir).
+        yield
+        return
     os.chdir(path)
     try:
         yield
@@ -416,7 +432,7 @@ class _State:
     """consign's bookkeeping on a component; one attribute, out of users' way."""
 
     __slots__ = (
-        "origin",
+        "caller",
         "own_workdir",
         "prepared_context",
         "configured",
@@ -424,8 +440,8 @@ class _State:
         "root_name",
     )
 
-    def __init__(self, origin: str | None) -> None:
-        self.origin = origin
+    def __init__(self, caller: tuple[dict[str, Any], int] | None) -> None:
+        self.caller = caller
         # The workdir the component asked for, before prepare sets the real one.
         self.own_workdir: str | None = None
         # True once host and environment are known, so values can expand.
@@ -435,6 +451,11 @@ class _State:
         # changes hold: update() was the answer to them.
         self.reverifying = False
         self.root_name: str | None = None
+
+    @property
+    def origin(self) -> str | None:
+        """file:line of the deployment code that constructed the component."""
+        return None if self.caller is None else _frame_location(*self.caller)
 
 
 class Component:
@@ -669,12 +690,10 @@ class Component:
         self._consign.configured = True
 
     def _resolve_attributes(self) -> None:
-        for klass in type(self).__mro__:
-            for key, value in klass.__dict__.items():
-                if isinstance(value, Attribute):
-                    current = self.__dict__.get(key, value.default)
-                    if isinstance(current, ConfigString):
-                        getattr(self, key)
+        for key, declared in _declared_attributes(type(self)):
+            current = self.__dict__.get(key, declared.default)
+            if isinstance(current, ConfigString):
+                getattr(self, key)
 
     # -- names ------------------------------------------------------------
 
@@ -1027,6 +1046,23 @@ def accepts_attribute(cls: type, key: str) -> bool:
     known = _ACCEPTS.get((cls, key))
     if known is None:
         known = _ACCEPTS[(cls, key)] = _accepts_attribute(cls, key)
+    return known
+
+
+_DECLARED: dict[type, tuple[tuple[str, Attribute], ...]] = {}
+
+
+def _declared_attributes(cls: type) -> tuple[tuple[str, Attribute], ...]:
+    """Every Attribute declared on `cls` and its bases, in MRO order (a name
+    declared twice appears twice, as the resolution has always done)."""
+    known = _DECLARED.get(cls)
+    if known is None:
+        known = _DECLARED[cls] = tuple(
+            (key, value)
+            for klass in cls.__mro__
+            for key, value in vars(klass).items()
+            if isinstance(value, Attribute)
+        )
     return known
 
 

@@ -11,7 +11,6 @@ run) nothing updates and the component is reported as one that would change.
 
 from __future__ import annotations
 
-import inspect
 import os
 import tempfile
 import time
@@ -35,10 +34,15 @@ _HANDLER_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
 def _handler_names(cls: type) -> tuple[tuple[str, str], ...]:
     known = _HANDLER_NAMES.get(cls)
     if known is None:
+        # What getattr_static would find for each name (the first class in
+        # the MRO that defines it), without asking for every name of dir().
+        members: dict[str, Any] = {}
+        for klass in cls.__mro__:
+            for name, member in vars(klass).items():
+                members.setdefault(name, member)
         found = []
-        for name in dir(cls):
-            member = inspect.getattr_static(cls, name, None)
-            marker = getattr(member, "_consign_event", None)
+        for name in sorted(members):
+            marker = getattr(members[name], "_consign_event", None)
             if marker is not None:
                 found.append((name, marker[1]))
         known = _HANDLER_NAMES[cls] = tuple(found)
