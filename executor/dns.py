@@ -33,20 +33,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rdataclass
-import dns.rdatatype
-import dns.rcode
-import dns.resolver
-import dns.rrset
+if TYPE_CHECKING:
+    import dns.resolver
 
 HOSTS_FILE = "/etc/hosts"
 V4, V6 = "v4", "v6"
-_FAMILIES = {dns.rdatatype.A: V4, dns.rdatatype.AAAA: V6}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,77 +103,6 @@ def hosts_table(path: str = HOSTS_FILE) -> dict[str, Answer]:
     return {name: Answer(tuple(v4.get(name, ())), tuple(v6.get(name, ()))) for name in names}
 
 
-class StubNameserver(dns.nameserver.Nameserver):
-    """A name server answering A and AAAA queries from a table, with no network."""
-
-    def __init__(self, table: Table, label: str) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.table = dict(table)
-        self.label = label
-
-    def __str__(self) -> str:
-        return self.label
-
-    def kind(self) -> str:
-        return "consign-stub"
-
-    def is_always_max_size(self) -> bool:
-        return False
-
-    def answer_nameserver(self) -> str:
-        return self.label
-
-    def answer_port(self) -> int:
-        return 53
-
-    def query(
-        self,
-        request: dns.message.QueryMessage,
-        timeout: float,
-        source: str | None,
-        source_port: int,
-        max_size: bool,
-        one_rr_per_rrset: bool = False,
-        ignore_trailing: bool = False,
-    ) -> dns.message.Message:
-        response = dns.message.make_response(request)
-        question = request.question[0]
-        answer = self.table.get(normalise(question.name.to_text()))
-        family = _FAMILIES.get(question.rdtype)
-        addresses = answer.family(family) if answer is not None and family else None
-        if answer is None or (family is not None and addresses is None):
-            # Not ours: the resolver asks its next name server.
-            response.set_rcode(dns.rcode.REFUSED)
-            return response
-        if addresses:
-            rrset = response.find_rrset(
-                response.answer, question.name, dns.rdataclass.IN, question.rdtype, create=True
-            )
-            for address in addresses:
-                rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, address), 300)
-        return response
-
-    async def async_query(self, *args: Any, **kwargs: Any) -> dns.message.Message:
-        return self.query(*args, **kwargs)
-
-
-def make_resolver(table: Table, *, hosts: bool = True, system: bool = True) -> dns.resolver.Resolver:
-    """Table first, then /etc/hosts, then the system's name servers."""
-    resolver = dns.resolver.Resolver(configure=False)
-    nameservers: list[dns.nameserver.Nameserver | str] = [StubNameserver(table, "consign-table")]
-    if hosts:
-        nameservers.append(StubNameserver(hosts_table(), "hosts-file"))
-    if system:
-        with contextlib.suppress(dns.resolver.NoResolverConfiguration, OSError):
-            configured = dns.resolver.Resolver(configure=True)
-            nameservers.extend(configured.nameservers)
-            resolver.timeout, resolver.lifetime = configured.timeout, configured.lifetime
-    resolver.nameservers = nameservers
-    # A refusing stub is no reason to give up: ask the next one.
-    resolver.retry_servfail = False
-    return resolver
-
-
 @dataclass
 class Recorder:
     """Every answer ``getaddrinfo`` gave while configuring, by name and family."""
@@ -234,36 +156,101 @@ def _is_literal(host: object) -> bool:
     return True
 
 
+# The functions dnspython's override_system_resolver replaces.
+_SOCKET_FUNCTIONS = (
+    "getaddrinfo",
+    "getnameinfo",
+    "getfqdn",
+    "gethostbyname",
+    "gethostbyname_ex",
+    "gethostbyaddr",
+)
+
+
+class Resolution:
+    """The resolver of a ``resolving`` block: made, and dnspython imported
+    (50 ms), only when the block first looks a name up; a run that
+    resolves nothing never pays for it."""
+
+    def __init__(self) -> None:
+        self.resolver: dns.resolver.Resolver | None = None
+
+
 @contextlib.contextmanager
 def resolving(
     table: Table, recorder: Recorder | None = None, *, system: bool | None = None
-) -> Iterator[dns.resolver.Resolver]:
-    """Route ``socket.getaddrinfo`` through the table for the block (and note
-    every answer in `recorder`)."""
+) -> Iterator[Resolution]:
+    """Route ``socket.getaddrinfo`` (and its relatives) through the table for
+    the block, and note every answer in `recorder`."""
     if system is None:
         system = os.environ.get("CONSIGN_DNS", "") != "offline"
-    resolver = make_resolver(table, system=system)
+    resolution = Resolution()
     with _lock:
-        dns.resolver.override_system_resolver(resolver)
-        overridden: Callable[..., Any] = socket.getaddrinfo
+        saved = {name: getattr(socket, name) for name in _SOCKET_FUNCTIONS}
 
-        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-            family = args[1] if len(args) > 1 else kwargs.get("family", 0)
-            notes = _recorder.get()
-            try:
-                results = overridden(host, *args, **kwargs)
-            except socket.gaierror:
-                if notes is not None and not _is_literal(host):
-                    notes.note(host, family, [])
-                raise
-            if notes is not None and not _is_literal(host):
-                notes.note(host, family, results)
-            return results
+    def install() -> None:
+        with _lock:
+            if resolution.resolver is not None:
+                return
+            # dnspython keeps the socket functions it finds at import as the
+            # ones to restore: let it find the real ones, not ours.
+            for name, function in saved.items():
+                setattr(socket, name, function)
+            import dns.resolver
 
-        socket.getaddrinfo = getaddrinfo
+            from .dnsstub import make_resolver
+
+            resolver = make_resolver(table, system=system)
+            dns.resolver.override_system_resolver(resolver)
+            socket.getaddrinfo = _noting(socket.getaddrinfo)
+            resolution.resolver = resolver
+
+    def on_first_use(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            install()
+            return getattr(socket, name)(*args, **kwargs)
+
+        return call
+
+    with _lock:
+        for name in _SOCKET_FUNCTIONS:
+            setattr(socket, name, on_first_use(name))
     try:
         with recording(recorder):
-            yield resolver
+            yield resolution
     finally:
         with _lock:
-            dns.resolver.restore_system_resolver()
+            if resolution.resolver is not None:
+                import dns.resolver
+
+                dns.resolver.restore_system_resolver()
+            for name, function in saved.items():
+                setattr(socket, name, function)
+
+
+def _noting(overridden: Callable[..., Any]) -> Callable[..., Any]:
+    """`overridden` (getaddrinfo), noting its answers in the block's recorder."""
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        family = args[1] if len(args) > 1 else kwargs.get("family", 0)
+        notes = _recorder.get()
+        try:
+            results = overridden(host, *args, **kwargs)
+        except socket.gaierror:
+            if notes is not None and not _is_literal(host):
+                notes.note(host, family, [])
+            raise
+        if notes is not None and not _is_literal(host):
+            notes.note(host, family, results)
+        return results
+
+    return getaddrinfo
+
+
+def __getattr__(name: str) -> Any:
+    # The dnspython parts, for who asks for them by this module's name.
+    if name in ("StubNameserver", "make_resolver"):
+        from . import dnsstub
+
+        return getattr(dnsstub, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

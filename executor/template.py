@@ -17,18 +17,26 @@ import types
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConsignError, TemplateError
 
-_ENV = jinja2.Environment(
-    line_statement_prefix="@@",
-    keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-)
+if TYPE_CHECKING:
+    import jinja2
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    # Imported with the first template that needs Jinja (45 ms): a run
+    # whose files hold no template syntax never loads it.
+    import jinja2
+
+    return jinja2.Environment(
+        line_statement_prefix="@@",
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
 
 
 # Where compiled templates are kept between runs (None: nowhere).
@@ -47,13 +55,18 @@ def use_code_cache(directory: Path | None) -> None:
 def _compile(text: str, name: str) -> jinja2.Template:
     # Compiling dominates rendering; one deployment renders the same few
     # templates for many hosts.
-    code = _code(text, name)
-    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+    environment = _environment()
+    code = _code(environment, text, name)
+    return environment.template_class.from_code(
+        environment, code, environment.make_globals(None)
+    )
 
 
-def _code(text: str, name: str) -> types.CodeType:
+def _code(environment: jinja2.Environment, text: str, name: str) -> types.CodeType:
+    import jinja2
+
     if _code_cache is None:
-        return _ENV.compile(text, name=name, filename=name)
+        return environment.compile(text, name=name, filename=name)
     key = hashlib.sha256(
         "\0".join([sys.version, jinja2.__version__, name, text]).encode()
     ).hexdigest()
@@ -62,7 +75,7 @@ def _code(text: str, name: str) -> types.CodeType:
         code = marshal.loads(path.read_bytes())
         if isinstance(code, types.CodeType):
             return code
-    code = _ENV.compile(text, name=name, filename=name)
+    code = environment.compile(text, name=name, filename=name)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         staged = path.with_name(f".{key}.{os.getpid()}")
@@ -91,6 +104,8 @@ def render(text: str, context: Mapping[str, Any], *, name: str = "<string>") -> 
     without compiling (most file contents are plain text)."""
     if not _SYNTAX.search(text):
         return text
+    import jinja2
+
     try:
         template = _compile(text, name)
         return template.render(**context)

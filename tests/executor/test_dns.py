@@ -138,12 +138,29 @@ def test_an_override_answers_its_name_completely(fake_system: dict[str, Answer])
 
 
 def test_other_names_fall_through_to_the_system_resolver(fake_system: dict[str, Answer]) -> None:
-    with resolving(OVERRIDES) as resolver:
+    with resolving(OVERRIDES) as resolution:
         assert addresses("api.example.com", socket.AF_INET) == ["192.0.2.8"]
         assert addresses("api.example.com", socket.AF_INET6) == ["2001:db8::8"]
         assert fails("nowhere.example.com")
 
-    assert [str(n) for n in resolver.nameservers] == ["consign-table", "hosts-file", "fake-system"]
+    assert resolution.resolver is not None
+    assert [str(n) for n in resolution.resolver.nameservers] == ["consign-table", "hosts-file", "fake-system"]
+
+
+def test_a_block_that_resolves_nothing_makes_no_resolver() -> None:
+    real = socket.getaddrinfo
+    with resolving(OVERRIDES) as resolution:
+        assert socket.getaddrinfo is not real
+    assert resolution.resolver is None
+    assert socket.getaddrinfo is real
+
+
+def test_every_socket_lookup_goes_through_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consign_dns, "hosts_table", dict)
+    with resolving(OVERRIDES) as resolution:
+        assert socket.gethostbyname("db.example.com") == "10.0.0.5"
+        assert resolution.resolver is not None
+        assert addresses("db.example.com", socket.AF_INET6) == ["fd00::5"]
 
 
 def test_offline_no_system_name_server_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,11 +169,12 @@ def test_offline_no_system_name_server_is_asked(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(dns.resolver.Resolver, "read_resolv_conf", read_resolv_conf)
 
-    with resolving(OVERRIDES) as resolver:
+    with resolving(OVERRIDES) as resolution:
         assert addresses("db.example.com", socket.AF_INET) == ["10.0.0.5"]
         assert fails("api.example.com")
 
-    assert [str(n) for n in resolver.nameservers] == ["consign-table", "hosts-file"]
+    assert resolution.resolver is not None
+    assert [str(n) for n in resolution.resolver.nameservers] == ["consign-table", "hosts-file"]
 
 
 def test_the_table_answers_before_the_hosts_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,6 +371,7 @@ def test_the_apply_asks_no_name_server_while_consign_dns_is_offline(tmp_path: Pa
         components={
             "probe": """
                 import os
+                import socket
                 import dns.resolver
                 from batou.component import Component, UpdateNeeded
 
@@ -362,7 +381,12 @@ def test_the_apply_asks_no_name_server_while_consign_dns_is_offline(tmp_path: Pa
                             raise UpdateNeeded()
 
                     def update(self):
-                        # N.B. dnspython keeps the resolver that
+                        # The first lookup installs consign's resolver ...
+                        try:
+                            socket.getaddrinfo("probe.invalid", 80)
+                        except OSError:
+                            pass
+                        # ... and dnspython keeps the resolver that
                         # override_system_resolver installed here.
                         servers = [str(s) for s in dns.resolver._resolver.nameservers]
                         with open(self.map("servers"), "w") as f:

@@ -206,7 +206,7 @@ def test_compiled_templates_are_kept_and_reused_across_runs(
         def no_compiling(*args: object, **kw: object) -> object:
             raise AssertionError("compiled again")
 
-        monkeypatch.setattr(template._ENV, "compile", no_compiling)
+        monkeypatch.setattr(template._environment(), "compile", no_compiling)
         assert template.render(text, {"name": "web2"}) == "hello web2\n"
 
         # A damaged entry is compiled again, not trusted.
