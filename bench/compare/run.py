@@ -2,11 +2,16 @@
 commands, side by side, with ratios batou/consign.
 
     .venv/bin/python bench/compare/run.py [--runs N] [--warmup N]
-        [--roots N --files N] [--large] [--bytes N] [--template-share F]
-        [--seed N] [--workdir DIR] [--keep] [--no-save]
+        [--roots N --files N] [--large | --series] [--bytes N]
+        [--template-share F] [--seed N] [--workdir DIR] [--keep] [--no-save]
 
 Default scales: 10 roots x 10 files and 100 roots x 10 files (one host);
-`--roots/--files` runs one scale instead; `--large` adds 1,000 x 10.
+`--roots/--files` runs one scale instead; `--large` adds 1,000 x 10;
+`--series` runs 10, 100 and 1,000 roots. Points of 1,000 roots or more run
+3 times unless `--runs` says otherwise. Besides the side-by-side figures,
+consign's series times a cold `bundle build` (new runtime cache),
+`executor verify`, and `executor pull` with nothing new from a loopback
+nginx (skipped, with a note, when nginx is missing).
 batou 2.7.1 lives in its own venv (`--batou-venv`, default
 ~/.cache/consign-bench/batou-2.7.1, made on first use with `python3 -m venv`
 and `pip install batou==2.7.1`); it is never installed into consign's venv.
@@ -34,14 +39,21 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(PROJECT))
 
 from scenario import ScenarioSpec, change_one_file, changed_file, commit, make_repository  # noqa: E402
+
+from tests.nginx import nginx_unavailable, running_nginx  # noqa: E402
 
 BIN = PROJECT / ".venv/bin"
 RESULTS = PROJECT / "bench/results"
 BATOU_VERSION = "2.7.1"
 DEFAULT_BATOU_VENV = Path.home() / ".cache/consign-bench" / f"batou-{BATOU_VERSION}"
 GNU_TIME = Path("/usr/bin/time")
+# Cold builds download and build the runtime each run: a few are enough.
+MAX_COLD_RUNS = 3
+LARGE_ROOTS = 1000
+LARGE_RUNS = 3
 
 
 # -- running and timing ---------------------------------------------------
@@ -115,7 +127,7 @@ def _sum(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _measure(run: Any, warmup: int, runs: int, before: Any = None) -> dict[str, Any]:
+def measure(run: Any, warmup: int, runs: int, before: Any = None) -> dict[str, Any]:
     """`before(n)` runs untimed before run n (negative n: warm-up)."""
     samples = []
     for n in range(-warmup, runs):
@@ -159,13 +171,73 @@ def batou_series(repo: Path, spec: ScenarioSpec, batou: Path, work: Path, runs: 
         # connect_method = local: batou's target is <repo>/work
         shutil.rmtree(repo / "work", ignore_errors=True)
 
-    first = _measure(deploy, warmup, runs, before=fresh_target)
-    noop = _measure(deploy, warmup, runs)
-    changed = _measure(deploy, warmup, runs, before=lambda n: change_one_file(repo, spec, n + 1000))
+    first = measure(deploy, warmup, runs, before=fresh_target)
+    noop = measure(deploy, warmup, runs)
+    changed = measure(deploy, warmup, runs, before=lambda n: change_one_file(repo, spec, n + 1000))
     return {"first_deploy": first, "noop_redeploy": noop, "changed_redeploy": changed}
 
 
 # -- consign --------------------------------------------------------------
+
+
+def build_argv(repo: Path, key: Path) -> list[str | Path]:
+    return [BIN / "bundle", "build", "bench", "-C", repo, "--sign-key", key]
+
+
+def cold_build(run: Runner, repo: Path, key: Path, env: dict[str, str], scratch: Path, runs: int) -> dict[str, Any]:
+    """`bundle build` with a new, empty runtime cache each run: the runtime
+    pex is resolved, downloaded and built, and the builder's import venv
+    made, from scratch. PEX_ROOT lives in that cache (CONSIGN_PEX_ROOT is
+    dropped), and with it pip's download cache: wheels come from the index."""
+    cold_env = {k: v for k, v in env.items() if k != "CONSIGN_PEX_ROOT"}
+
+    def one(n: int) -> dict[str, float]:
+        cache = scratch / f"cold-cache{n}"
+        try:
+            return run(build_argv(repo, key), cwd=repo, env={**cold_env, "CONSIGN_CACHE_DIR": str(cache)})
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    figures = measure(one, 0, min(runs, MAX_COLD_RUNS))
+    figures["cache"] = "new CONSIGN_CACHE_DIR per run, PEX_ROOT (and pip's cache) inside it"
+    return figures
+
+
+def _publish(repo: Path, key: Path, www: Path, env: dict[str, str]) -> None:
+    argv = [str(a) for a in (BIN / "bundle", "publish", "bench", www, "-C", repo, "--sign-key", key)]
+    done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def noop_pull(
+    run: Runner, repo: Path, work: Path, key: Path, trust: Path, env: dict[str, str], runs: int, warmup: int
+) -> dict[str, Any]:
+    """`executor pull URL` with nothing new, from nginx on 127.0.0.1 serving
+    `bundle publish` output; a first pull (untimed) applies the bundle."""
+    reason = nginx_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    www = work / "www"
+    _publish(repo, key, www, env)
+    with running_nginx(work / "nginx", www) as nginx:
+
+        def pull(_: int) -> dict[str, float]:
+            return run(
+                [BIN / "executor", "pull", nginx.url, "--host", "localhost", "--trust", trust,
+                 "--state-dir", work / "pull-state", "--target-dir", work / "pull-target",
+                 "--runtime-dir", work / "runtimes"],
+                cwd=repo, env=env,
+            )  # fmt: skip
+
+        pull(-1)
+        mark = nginx.mark()
+        figures = measure(pull, warmup, runs)
+        requests = nginx.requests(mark, at_least=warmup + runs)
+    figures["requests_per_pull"] = round(len(requests) / (warmup + runs), 2)
+    figures["http_statuses"] = sorted({r.status for r in requests})
+    figures["bytes_per_pull"] = max((r.bytes_sent for r in requests), default=0)
+    return figures
 
 
 def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust: Path, runs: int, warmup: int) -> dict[str, Any]:
@@ -176,7 +248,7 @@ def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust:
     runtimes.mkdir()
 
     def build(_: int) -> dict[str, float]:
-        return run([BIN / "bundle", "build", "bench", "-C", repo, "--sign-key", key], cwd=repo, env=env)
+        return run(build_argv(repo, key), cwd=repo, env=env)
 
     def apply(state: Path, target: Path) -> dict[str, float]:
         return run(
@@ -190,15 +262,20 @@ def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust:
     build(-1)
     apply(work / "prepare-state", work / "prepare-target")
 
-    build_warm = _measure(build, warmup, runs)
+    build_warm = measure(build, warmup, runs)
     bundle_bytes = bundle.stat().st_size
 
     def first_apply(n: int) -> dict[str, float]:
         return apply(work / f"state{n}", work / f"target{n}")
 
-    first = _measure(first_apply, warmup, runs)
+    first = measure(first_apply, warmup, runs)
     state, target = work / f"state{runs - 1}", work / f"target{runs - 1}"
-    noop = _measure(lambda _: apply(state, target), warmup, runs)
+    noop = measure(lambda _: apply(state, target), warmup, runs)
+    verify = measure(
+        lambda _: run([BIN / "executor", "verify", bundle, "--host", "localhost", "--trust", trust,
+                       "--state-dir", state], cwd=repo, env=env),
+        warmup, runs,
+    )  # fmt: skip
 
     builds: list[dict[str, float]] = []
     applies: list[dict[str, float]] = []
@@ -209,9 +286,18 @@ def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust:
             builds.append(b)
             applies.append(a)
     changed_build, changed_apply = _figures(builds), _figures(applies)
+    print("    no-op pull ...", flush=True)
+    pull = noop_pull(run, repo, work, key, trust, env, runs, warmup)
+    # Last: should a cold build's runtime differ from the cached one, no
+    # apply above would meet it (and make a new runtime venv while timed).
+    print("    cold builds ...", flush=True)
+    build_cold = cold_build(run, repo, key, env, work, runs)
     return {
         "bundle_bytes": bundle_bytes,
         "build_warm": build_warm,
+        "build_cold": build_cold,
+        "verify": verify,
+        "noop_pull": pull,
         "first_apply": first,
         "first_build_plus_apply": _sum(build_warm, first),
         "noop_apply": noop,
@@ -226,7 +312,7 @@ def consign_series(repo: Path, spec: ScenarioSpec, work: Path, key: Path, trust:
 
 
 def _ratio(batou: dict[str, Any], consign: dict[str, Any]) -> float:
-    return round(batou["median_s"] / consign["median_s"], 2)
+    return round(float(batou["median_s"]) / float(consign["median_s"]), 2)
 
 
 def scale(spec: ScenarioSpec, work: Path, batou: Path, key: Path, trust: Path, runs: int, warmup: int) -> dict[str, Any]:
@@ -277,16 +363,17 @@ def _out(*args: str | Path) -> str:
     return (done.stdout or done.stderr).strip()
 
 
-def machine(work: Path) -> dict[str, Any]:
+def machine(work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The machine, and the versions of what ran (batou added by the caller)."""
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor(),
     )  # fmt: skip
     mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    changed = [
-        line[3:] for line in _out("git", "-C", PROJECT, "status", "--porcelain").splitlines()
-        if line and not line[3:].startswith("bench/")
-    ]  # fmt: skip
+    # Not _out: stripping would eat the first line's leading status column.
+    status = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain"],
+                            capture_output=True, text=True, check=False).stdout  # fmt: skip
+    changed = [line[3:] for line in status.splitlines() if line and not line[3:].startswith("bench/")]
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -306,8 +393,39 @@ def machine(work: Path) -> dict[str, Any]:
 # -- rendering ------------------------------------------------------------
 
 
-def _cell(f: dict[str, Any]) -> str:
+def cell(f: dict[str, Any]) -> str:
     return f"{f['median_s']:.3f} ({f['min_s']:.3f}–{f['max_s']:.3f})"
+
+
+def _alone_row(what: str, f: dict[str, Any] | None, note: str = "") -> str:
+    if f is None:
+        return f"| {what} | not measured in this run | | | |"
+    if "skipped" in f:
+        return f"| {what} | skipped: {f['skipped']} | | | |"
+    return f"| {what} | {cell(f)} | {f['runs']} | {f['peak_rss_mb']} MB | {note} |"
+
+
+def _pull_note(f: dict[str, Any] | None) -> str:
+    if f is None or "skipped" in f:
+        return ""
+    statuses = ", ".join(map(str, f["http_statuses"]))
+    return f"{f['requests_per_pull']:g} request(s) per pull (HTTP {statuses}), {f['bytes_per_pull']} B"
+
+
+def consign_alone(c: dict[str, Any]) -> list[str]:
+    """consign's figures that have no batou counterpart."""
+    return [
+        "| consign alone | seconds, median (min–max) | runs | peak RSS | |",
+        "| --- | ---: | ---: | ---: | --- |",
+        _alone_row("`bundle build`, unchanged runtime (warm cache)", c["build_warm"]),
+        _alone_row("`bundle build`, cold: new runtime cache and PEX_ROOT", c.get("build_cold"),
+                   "runtime pex resolved, downloaded and built"),
+        _alone_row("`executor verify BUNDLE`", c.get("verify")),
+        _alone_row("`executor pull URL`, nothing new (nginx on loopback)", c.get("noop_pull"),
+                   _pull_note(c.get("noop_pull"))),
+        f"| bundle size per host | {c['bundle_bytes'] / 1e6:.2f} MB ({c['bundle_bytes']} bytes) | | | |",
+        "",
+    ]  # fmt: skip
 
 
 def render(data: dict[str, Any]) -> str:
@@ -331,14 +449,14 @@ def render(data: dict[str, Any]) -> str:
             "",
             "| | batou 2.7.1 `batou deploy` | consign `executor apply` | consign `bundle build` | consign build + apply | ratio vs apply | ratio vs build + apply |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-            f"| first deploy (fresh target) | {_cell(b['first_deploy'])} | {_cell(c['first_apply'])} | "
-            f"{_cell(c['build_warm'])} | {_cell(c['first_build_plus_apply'])} | "
+            f"| first deploy (fresh target) | {cell(b['first_deploy'])} | {cell(c['first_apply'])} | "
+            f"{cell(c['build_warm'])} | {cell(c['first_build_plus_apply'])} | "
             f"{r['first_deploy_vs_apply']} | {r['first_deploy_vs_build_plus_apply']} |",
-            f"| no-op redeploy | {_cell(b['noop_redeploy'])} | {_cell(c['noop_apply'])} | "
-            f"{_cell(c['build_warm'])} | {_cell(c['noop_build_plus_apply'])} | "
+            f"| no-op redeploy | {cell(b['noop_redeploy'])} | {cell(c['noop_apply'])} | "
+            f"{cell(c['build_warm'])} | {cell(c['noop_build_plus_apply'])} | "
             f"{r['noop_vs_apply']} | {r['noop_vs_build_plus_apply']} |",
-            f"| redeploy after one file changed | {_cell(b['changed_redeploy'])} | {_cell(c['changed_apply'])} | "
-            f"{_cell(c['changed_build'])} | {_cell(c['changed_build_plus_apply'])} | "
+            f"| redeploy after one file changed | {cell(b['changed_redeploy'])} | {cell(c['changed_apply'])} | "
+            f"{cell(c['changed_build'])} | {cell(c['changed_build_plus_apply'])} | "
             f"{r['changed_vs_apply']} | {r['changed_vs_build_plus_apply']} |",
             "",
             f"Peak RSS ({c['first_apply']['peak_rss_source']}, the command and its waited-for children): "
@@ -346,9 +464,8 @@ def render(data: dict[str, Any]) -> str:
             f"after a change {c['changed_apply']['peak_rss_mb']} MB; bundle build {c['build_warm']['peak_rss_mb']} MB; "
             f"batou deploy first {b['first_deploy']['peak_rss_mb']} MB, no-op {b['noop_redeploy']['peak_rss_mb']} MB.",
             "",
+            *consign_alone(c),
         ]
-    m, v = data["machine"], data["versions"]
-    changed = ", ".join(v["consign_changed_outside_bench"]) or "none"
     lines += [
         "## How the figures are taken",
         "",
@@ -365,27 +482,59 @@ def render(data: dict[str, Any]) -> str:
         "runtime venv creation (`--runtime-dir` shared by every run and made by an untimed apply "
         "first). First deploy: new state and target directories each run. No-op: the last of those "
         "again. Change: edit + commit (untimed), then `bundle build` and `executor apply` each timed.",
+        "- Cold build: `bundle build` as above with `CONSIGN_CACHE_DIR` set to a new, empty directory "
+        "each run (and `CONSIGN_PEX_ROOT` unset, so PEX_ROOT and pip's download cache are new too): "
+        "pex resolves against PyPI, downloads pip and the wheels, builds the runtime pex, and the "
+        "builder makes its import venv. Network time is in the figure; the OS page cache and any "
+        "proxy or CDN on the way may be warm. At most 3 runs, no warm-up.",
+        "- Verify: `executor verify BUNDLE --host localhost --trust TRUST --state-dir S`, S the state "
+        "of the no-op applies (it accepted this bundle); reads the bundle, records nothing.",
+        "- No-op pull: `bundle publish bench WWW -C REPO --sign-key KEY` (untimed), nginx serving WWW "
+        "on 127.0.0.1 (`tests/nginx.py`), one untimed `executor pull URL --host localhost --trust "
+        "TRUST --state-dir S --target-dir D --runtime-dir R` that applies the bundle, then the same "
+        "command timed: it fetches the pointer and finds nothing new. Requests and bytes from "
+        "nginx's access log.",
         "- `build + apply` adds each run's build to its apply; for first and no-op it pairs the "
         "warm unchanged builds with the applies run by run. consign's build runs once per fleet "
         "change, not per host, so the apply-only ratio is the per-host comparison.",
         "- `os.sync()` before every timed command. Peak RSS from GNU `time -v` when available, "
         "else `os.wait4` rusage of the one child.",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
-        f"work directory on {m['workdir_fs']}, load average {m['load_average_1m']} at the start. "
-        f"Python {v['python']}, {v['consign']} at {v['consign_commit']} (changed outside bench/: {changed}), "
-        f"batou {v['batou']}, {v['git']}.",
+        machine_line(data["machine"], data["versions"]),
     ]
     return "\n".join(lines) + "\n"
 
 
+def machine_line(m: dict[str, Any], v: dict[str, Any]) -> str:
+    """The machine and versions of `machine()`, as one sentence."""
+    changed = ", ".join(v["consign_changed_outside_bench"]) or "none"
+    batou = f"batou {v['batou']}, " if "batou" in v else ""
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"work directory on {m['workdir_fs']}, load average {m['load_average_1m']} at the start. "
+        f"Python {v['python']}, {v['consign']} at {v['consign_commit']} (changed outside bench/: {changed}), "
+        f"{batou}{v['git']}."
+    )
+
+
+def _sizes(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(roots, files per root) of the scales to run."""
+    if args.roots:
+        return [(args.roots, args.files)]
+    if args.series:
+        return [(10, args.files), (100, args.files), (LARGE_ROOTS, args.files)]
+    return [(10, args.files), (100, args.files)] + ([(LARGE_ROOTS, 10)] if args.large else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, help=f"default 5, {LARGE_RUNS} from {LARGE_ROOTS} roots")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--roots", type=int, help="one scale: this many roots (with --files)")
     parser.add_argument("--files", type=int, default=10, help="files per root")
-    parser.add_argument("--large", action="store_true", help="add the 1,000 roots x 10 files point")
+    extent = parser.add_mutually_exclusive_group()
+    extent.add_argument("--large", action="store_true", help="add the 1,000 roots x 10 files point")
+    extent.add_argument("--series", action="store_true", help="10, 100 and 1,000 roots x --files files")
     parser.add_argument("--bytes", type=int, default=1024, dest="file_bytes")
     parser.add_argument("--template-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
@@ -395,20 +544,19 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
 
-    sizes = [(args.roots, args.files)] if args.roots else [(10, args.files), (100, args.files)]
-    if args.large:
-        sizes.append((1000, 10))
+    sizes = _sizes(args)
     batou = ensure_batou(args.batou_venv)
     work = Path(tempfile.mkdtemp(prefix="consign-compare-", dir=args.workdir))
     try:
         key, trust = work / "key", work / "trust"
         subprocess.run([BIN / "bundle", "keys", "generate", key, "--trust-file", trust],
                        check=True, capture_output=True)  # fmt: skip
-        scales = {}
+        scales: dict[str, dict[str, Any]] = {}
         for roots, files in sizes:
             spec = ScenarioSpec(roots, files, args.file_bytes, args.template_share, args.seed)
             print(f"scale {spec.label} ...", flush=True)
-            scales[spec.label] = scale(spec, work / spec.label, batou, key, trust, args.runs, args.warmup)
+            runs = args.runs if args.runs is not None else LARGE_RUNS if roots >= LARGE_ROOTS else 5
+            scales[spec.label] = scale(spec, work / spec.label, batou, key, trust, runs, args.warmup)
         m, v = machine(work)
         v["batou"] = _out(batou.parent / "python", "-c", "import importlib.metadata as m; print(m.version('batou'))")
     finally:

@@ -2,9 +2,10 @@
 unchanged (issue 8), written deterministically from a seed.
 
     python bench/compare/scenario.py DIR [--roots N] [--files N] [--bytes N]
-        [--template-share F] [--seed N]
+        [--template-share F] [--seed N] [--hosts N]
 
-One environment, `bench`, with one host `localhost` listing every root:
+One environment, `bench`, with one host `localhost` listing every root
+(or, with `--hosts N`, hosts `host001` ... each listing every root):
 
     components/c000/component.py      class C000(Component): F Files
     components/c000/files/f00.txt     static data (is_template=False)
@@ -47,19 +48,35 @@ _WORDS = (
 
 @dataclass(frozen=True, slots=True)
 class ScenarioSpec:
-    """How big the deployment is: `roots` root components on one host, each
-    with `files` files of about `file_bytes` bytes; `template_share` of each
-    root's files are Jinja templates using `{{component.x}}`."""
+    """How big the deployment is: `roots` root components, each with `files`
+    files of about `file_bytes` bytes; `template_share` of each root's files
+    are Jinja templates using `{{component.x}}`. `hosts` 0 means the one host
+    `localhost`; N > 0 means hosts `host001` ... each listing every root."""
 
     roots: int = 10
     files: int = 10
     file_bytes: int = 1024
     template_share: float = 0.2
     seed: int = 1
+    hosts: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.roots}x{self.files}"
+        base = f"{self.roots}x{self.files}"
+        return f"{base}@{self.hosts}h" if self.hosts else base
+
+    def host_names(self) -> list[str]:
+        return [f"host{n:03d}" for n in range(1, self.hosts + 1)] if self.hosts else ["localhost"]
+
+    def describe(self) -> str:
+        """The spec in commit messages. Without hosts it is the repr the
+        spec had before `hosts` existed, so those scenarios keep their
+        commit ids."""
+        text = (
+            f"ScenarioSpec(roots={self.roots!r}, files={self.files!r}, file_bytes={self.file_bytes!r}, "
+            f"template_share={self.template_share!r}, seed={self.seed!r}"
+        )
+        return f"{text}, hosts={self.hosts!r})" if self.hosts else f"{text})"
 
     def templates_per_root(self) -> int:
         return round(self.files * self.template_share)
@@ -123,9 +140,7 @@ def environment_cfg(spec: ScenarioSpec) -> str:
         "# a note) and deploys where 'executor apply --target-dir' says.\n"
         "connect_method = local\n"
         f"target_directory = {TARGET_DIRECTORY}\n"
-        "\n"
-        "[host:localhost]\n"
-        f"components = {roots}\n"
+        + "".join(f"\n[host:{host}]\ncomponents = {roots}\n" for host in spec.host_names())
     )
 
 
@@ -171,7 +186,7 @@ def make_repository(repo: Path, spec: ScenarioSpec, migration: int | None = None
     (repo / ".gitignore").write_text("/work/\n/bundles/\n/.batou-lock\n")
     if migration is not None:
         (repo / ".batou.json").write_text(json.dumps({"migration": {"version": migration}}) + "\n")
-    return commit(repo, f"scenario {spec}")
+    return commit(repo, f"scenario {spec.describe()}")
 
 
 def changed_file(spec: ScenarioSpec) -> str:
@@ -200,9 +215,10 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=1024, dest="file_bytes")
     parser.add_argument("--template-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hosts", type=int, default=0, help="hosts host001.. instead of localhost")
     parser.add_argument("--migration", type=int, default=None, help="write .batou.json with this version")
     args = parser.parse_args()
-    spec = ScenarioSpec(args.roots, args.files, args.file_bytes, args.template_share, args.seed)
+    spec = ScenarioSpec(args.roots, args.files, args.file_bytes, args.template_share, args.seed, args.hosts)
     print(make_repository(args.directory, spec, args.migration))
 
 
