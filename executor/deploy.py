@@ -56,6 +56,9 @@ class _RootRun:
     order: dict[int, int] = field(default_factory=dict)
     handlers: list[Handler] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    # Workdirs known to exist (a component that removes its own workdir
+    # gets it back from the next run).
+    workdirs: set[str] = field(default_factory=set)
 
     def index(self, component: Component) -> None:
         for child in component.sub_components:
@@ -87,22 +90,25 @@ def _deploy(component: Component, state: _RootRun) -> None:
         if child.changed:
             component.changed = True
     run = state.run
-    crumbs = component._breadcrumbs
     run.check_deadline()
     workdir = component.workdir
     try:
-        if workdir and not run.predicting and not os.path.isdir(workdir):
-            os.makedirs(workdir, exist_ok=True)
-        if workdir and not os.path.isdir(workdir):
-            # A dry run creates nothing: verify in an empty directory, where
-            # relative paths find nothing, as in the workdir-to-be.
-            workdir = state.empty_directory
+        if workdir and workdir not in state.workdirs:
+            if not run.predicting and not os.path.isdir(workdir):
+                os.makedirs(workdir, exist_ok=True)
+            if os.path.isdir(workdir):
+                # Components of a root share their workdir: look once.
+                state.workdirs.add(workdir)
+            else:
+                # A dry run creates nothing: verify in an empty directory,
+                # where relative paths find nothing, as in the workdir-to-be.
+                workdir = state.empty_directory
         with interruptible(), working_directory(workdir), component:
             try:
                 _verify(component, run.predicting)
             except AssertionError:
                 component.changed = True
-                state.changed.append(crumbs)
+                state.changed.append(component._breadcrumbs)
                 if run.predicting:
                     return
                 state.before_update(component)

@@ -17,6 +17,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import codecache
 from .component import COMPONENT_MODULE_PREFIX, Component, user_location
 from .errors import ComponentLoadError, ConsignError
 
@@ -65,6 +66,24 @@ def _duplicate_classes(tree: ast.Module) -> dict[str, list[int]]:
     return {name: found for name, found in lines.items() if len(found) > 1}
 
 
+def _compile(source: str, relative: str) -> tuple[types.CodeType, dict[str, list[int]]]:
+    """The code of a component file, and its classes defined twice."""
+    tree = ast.parse(source, filename=relative)
+    # Some syntax errors ('return' outside a function, ...) only show when
+    # compiling. dont_inherit: this module's `from __future__ import
+    # annotations` must not leak into the user's file.
+    return compile(tree, relative, "exec", dont_inherit=True), _duplicate_classes(tree)
+
+
+def _is_compiled(value: object) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], types.CodeType)
+        and isinstance(value[1], dict)
+    )
+
+
 def load_components(repository: Path) -> tuple[Registry, list[ConsignError]]:
     """Load every component file below `repository`; collect all errors."""
     # Configure changes directories; every path must be absolute.
@@ -100,14 +119,14 @@ def _load_module(
 ) -> types.ModuleType | None:
     try:
         source = path.read_text(encoding="utf-8")
-        tree = ast.parse(source, filename=relative)
-        # Some syntax errors ('return' outside a function, ...) only show
-        # when compiling. dont_inherit: this module's `from __future__
-        # import annotations` must not leak into the user's file.
+        code, duplicates = codecache.cached(
+            ["component", relative, source],
+            lambda: _compile(source, relative),
+            _is_compiled,
+        )
         # Tracebacks name the file as the repository does; the builder's
         # copy of it is gone by the time they are shown, so linecache keeps
         # the source.
-        code = compile(tree, relative, "exec", dont_inherit=True)
         linecache.cache[relative] = (len(source), None, source.splitlines(True), relative)
     except SyntaxError as exc:
         errors.append(
@@ -146,7 +165,7 @@ def _load_module(
             )
         )
         return None
-    for name, lines in sorted(_duplicate_classes(tree).items()):
+    for name, lines in sorted(duplicates.items()):
         errors.append(
             ComponentLoadError(
                 f"class {name!r} is defined {len(lines)} times in component {dirname!r} "

@@ -6,12 +6,7 @@ an error names the template file and line.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import marshal
-import os
 import re
-import sys
 import traceback
 import types
 from collections.abc import Mapping
@@ -19,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import codecache
 from .errors import ConsignError, TemplateError
 
 if TYPE_CHECKING:
@@ -39,16 +35,10 @@ def _environment() -> jinja2.Environment:
     )
 
 
-# Where compiled templates are kept between runs (None: nowhere).
-_code_cache: Path | None = None
-
-
 def use_code_cache(directory: Path | None) -> None:
-    """Keep compiled templates in `directory` across runs: an apply that
-    changes nothing then compiles nothing. Only a directory as private as
-    the runtime itself (its code is executed): the runtime's own."""
-    global _code_cache
-    _code_cache = directory
+    """Keep compiled templates (and component files) in `directory` across
+    runs; see :mod:`executor.codecache`."""
+    codecache.use(directory)
 
 
 @lru_cache(maxsize=4096)
@@ -65,23 +55,11 @@ def _compile(text: str, name: str) -> jinja2.Template:
 def _code(environment: jinja2.Environment, text: str, name: str) -> types.CodeType:
     import jinja2
 
-    if _code_cache is None:
-        return environment.compile(text, name=name, filename=name)
-    key = hashlib.sha256(
-        "\0".join([sys.version, jinja2.__version__, name, text]).encode()
-    ).hexdigest()
-    path = _code_cache / key[:2] / key
-    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        code = marshal.loads(path.read_bytes())
-        if isinstance(code, types.CodeType):
-            return code
-    code = environment.compile(text, name=name, filename=name)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staged = path.with_name(f".{key}.{os.getpid()}")
-        staged.write_bytes(marshal.dumps(code))
-        os.replace(staged, path)
-    return code
+    return codecache.cached(
+        ["template", jinja2.__version__, name, text],
+        lambda: environment.compile(text, name=name, filename=name),
+        lambda value: isinstance(value, types.CodeType),
+    )
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:

@@ -11,6 +11,7 @@ import batou.c
 from executor.component import Component
 from executor.errors import ComponentLoadError, ConsignError
 from executor.lib.file import File
+from executor import codecache, loader
 from executor.loader import Registry, load_components
 
 
@@ -242,6 +243,35 @@ def test_two_classes_of_one_name_in_a_file_is_an_error_with_the_lines(tmp_path: 
         )
     ]
     assert errors[0].hint == "give each component class its own name"
+
+
+def test_with_a_code_cache_a_second_load_compiles_nothing_and_finds_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = APP + "\n    class app(Component):\n        pass\n"
+    repo = deployment(tmp_path / "repo", {"app": source})
+    codecache.use(tmp_path / "cache")
+    try:
+        first, first_errors = load(repo)
+        kept = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert len(kept) == 1
+
+        def no_compiling(*args: object, **kw: object) -> object:
+            raise AssertionError("compiled again")
+
+        monkeypatch.setattr(loader, "_compile", no_compiling)
+        second, second_errors = load(repo)
+        # The cached entry keeps the duplicate-class finding with the code.
+        assert summary(second_errors) == summary(first_errors) != []
+        assert sorted(second.classes) == sorted(first.classes)
+
+        # A damaged entry is compiled again, not trusted.
+        monkeypatch.undo()
+        kept[0].write_bytes(b"not marshal data")
+        _third, third_errors = load(repo)
+        assert summary(third_errors) == summary(first_errors)
+    finally:
+        codecache.use(None)
 
 
 @pytest.mark.parametrize(
