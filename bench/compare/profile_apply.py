@@ -1,7 +1,7 @@
 """Where an apply's time goes (issue 8): cProfile of one first apply and one
 no-op apply of a generated scenario, the runtime included.
 
-    .venv/bin/python bench/compare/profile.py [--roots 1000] [--files 10]
+    .venv/bin/python bench/compare/profile_apply.py [--roots 1000] [--files 10]
         [--top 30] [--out bench/results/profile-apply.txt]
 
 The executor normally runs the bundle's runtime in a child process, which
@@ -118,7 +118,7 @@ def main() -> None:
     header = (
         f"# Profile of `executor apply`, {spec.roots} roots x {spec.files} files "
         f"({spec.roots * spec.files} files), scenario commit {commit[:12]}\n\n"
-        f"`bench/compare/profile.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"`bench/compare/profile_apply.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
         "cProfile of the runtime in-process (see the module docstring); times are inflated by the profiler.\n\n"
     )
     text = header + "\n".join(parts)
