@@ -12,6 +12,7 @@ run) nothing updates and the component is reported as one that would change.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -49,10 +50,28 @@ def _handler_names(cls: type) -> tuple[tuple[str, str], ...]:
     return known
 
 
+class _EmptyDirectory:
+    """An empty directory for dry runs to verify in, made on first use
+    (most runs never need one) and removed with the run."""
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = tempfile.mkdtemp(prefix="consign-empty-")
+        return self._path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
 @dataclass
 class _RootRun:
     run: RunContext
-    empty_directory: str | None = None
+    empty: _EmptyDirectory = field(default_factory=_EmptyDirectory)
     order: dict[int, int] = field(default_factory=dict)
     handlers: list[Handler] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -102,7 +121,7 @@ def _deploy(component: Component, state: _RootRun) -> None:
             else:
                 # A dry run creates nothing: verify in an empty directory,
                 # where relative paths find nothing, as in the workdir-to-be.
-                workdir = state.empty_directory
+                workdir = state.empty.path
         with interruptible(), working_directory(workdir), component:
             try:
                 _verify(component, run.predicting)
@@ -161,25 +180,27 @@ def deploy_roots(
     """Deploy `roots` in order; stop at the first failure."""
     outcomes: list[RootOutcome] = []
     error: ConsignError | None = None
-    with (
-        running(run),
-        tempfile.TemporaryDirectory(prefix="consign-empty-") as empty,
-        deferred_sync(),
-    ):
-        for root in roots:
-            name = root.record.name
-            if error is not None:
-                outcomes.append(RootOutcome(name, RootStatus.NOT_RUN, reason="an earlier root failed"))
-                continue
-            state = _RootRun(run, empty)
-            state.index(root.component)
-            started = time.monotonic()
-            try:
-                _deploy(root.component, state)
-            except ConsignError as exc:
-                error = exc
-            duration = time.monotonic() - started
-            status = RootStatus.OK if error is None else RootStatus.FAILED
-            outcomes.append(RootOutcome(name, status, tuple(state.changed), duration))
+    empty = _EmptyDirectory()
+    try:
+        with running(run), deferred_sync():
+            for root in roots:
+                name = root.record.name
+                if error is not None:
+                    outcomes.append(
+                        RootOutcome(name, RootStatus.NOT_RUN, reason="an earlier root failed")
+                    )
+                    continue
+                state = _RootRun(run, empty)
+                state.index(root.component)
+                started = time.monotonic()
+                try:
+                    _deploy(root.component, state)
+                except ConsignError as exc:
+                    error = exc
+                duration = time.monotonic() - started
+                status = RootStatus.OK if error is None else RootStatus.FAILED
+                outcomes.append(RootOutcome(name, status, tuple(state.changed), duration))
+    finally:
+        empty.remove()
     outcomes.extend(RootOutcome(name, RootStatus.SKIPPED, reason=why) for name, why in skipped)
     return DeployOutcome(tuple(outcomes), error)

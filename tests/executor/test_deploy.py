@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -409,7 +410,32 @@ class Watcher(Component):
         self.events.append(component._breadcrumb)
 
 
-def test_predicting_reports_changes_without_updating(tmp_path: Path) -> None:
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directory of the run (tempfile's), watched for leftovers."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
+
+
+def test_a_run_that_needs_no_empty_directory_makes_none(tmp_path: Path, scratch: Path) -> None:
+    calls: list[str] = []
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def watched(*args: Any, **kw: Any) -> str:
+        path = real_mkdtemp(*args, **kw)
+        made.append(path)
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "mkdtemp", watched)
+        deploy_ok(tree(tmp_path, calls, outdated=("a1",)))
+    assert made == []
+
+
+def test_predicting_reports_changes_without_updating(tmp_path: Path, scratch: Path) -> None:
     events: list[str] = []
     root = prepare(Watcher(events=events), tmp_path)
     outcome = deploy_ok(root, predicting=True)
@@ -425,6 +451,8 @@ def test_predicting_reports_changes_without_updating(tmp_path: Path) -> None:
     assert events == []
     assert root.changed
     assert not (tmp_path / "target").exists(), "a dry run must not create the workdir"
+    # The empty directory the dry run verified in is gone with the run.
+    assert not list(Path(scratch).glob("consign-empty-*"))
     # A real run after the prediction updates exactly what was predicted.
     real, _ = apply_twice(root)
     assert real.changed == outcome.changed
