@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
+from .redact import mask_url
 from . import run as _run
 from . import template as _template
 from .environment import Environment, Host
@@ -710,7 +711,8 @@ class Component:
     def _breadcrumb(self) -> str:
         cls = type(self)
         if cls.namevar:
-            return f"{cls.__name__}({str(self.__dict__.get(cls.namevar))!r})"
+            # Masked: a URL as namevar may carry credentials.
+            return f"{cls.__name__}({mask_url(str(self.__dict__.get(cls.namevar)))!r})"
         return cls.__name__
 
     @property
@@ -825,41 +827,18 @@ class Component:
         command: str | list[str]
         if isinstance(cmd, str):
             command = text = self.expand(cmd) if expand else cmd
-            shell = True
         else:
             command = [self.expand(part) if expand else str(part) for part in cmd]
-            shell = False
             text = " ".join(command)
         run = _run.current()
         run.emit(self._breadcrumbs, f"$ {text}", _run.Level.DEBUG)
-        process_env = None
-        if env is not None:
-            process_env = dict(os.environ)
-            process_env.update(env)
-        process = subprocess.Popen(
-            command,
-            shell=shell,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=process_env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        process = spawn(command, env=env)
         if not communicate:
             return process
-        limit = run.command_limit()
-        if timeout is not None:
-            limit = timeout if limit is None else min(limit, timeout)
-        try:
-            stdout, stderr = process.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            with _run.shielded():
-                _kill_group(process)
-                stdout, stderr = _drain(process)
+        limit = command_limit(timeout)
+        stdout, stderr, timed_out = finish(process, limit)
+        if timed_out:
+            assert limit is not None
             raise CommandError(
                 f"command timed out after {limit:.1f}s: {text}",
                 command=text,
@@ -867,15 +846,7 @@ class Component:
                 stdout=stdout,
                 stderr=stderr,
                 hint="raise [environment] timeout or --timeout, or make the command faster",
-            ) from None
-        except BaseException:
-            # Interrupted (the run's alarm, ^C): leave no command behind.
-            with _run.shielded():
-                _kill_group(process)
-                for pipe in (process.stdout, process.stderr):
-                    if pipe is not None:
-                        pipe.close()
-            raise
+            )
         if process.returncode != 0 and not ignore_returncode:
             raise CommandError(
                 f"command exited with {process.returncode}: {text}"
@@ -1117,6 +1088,61 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
+def spawn(
+    command: str | Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[str]:
+    """Start `command` as deployment code's commands start: a string through
+    the shell, text output in pipes, no stdin, in its own process group, and
+    killed with the executor (parent-death signal). `env` adds variables."""
+    process_env = None
+    if env:
+        process_env = dict(os.environ)
+        process_env.update(env)
+    return subprocess.Popen(
+        command,
+        shell=isinstance(command, str),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=process_env,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+
+
+def command_limit(timeout: float | None) -> float | None:
+    """Seconds a command may take: its own `timeout`, never past the run's limit."""
+    limit = _run.current().command_limit()
+    if timeout is not None:
+        limit = timeout if limit is None else min(limit, timeout)
+    return limit
+
+
+def finish(process: subprocess.Popen[str], limit: float | None) -> tuple[str, str, bool]:
+    """Wait for a started command: (stdout, stderr, timed out). A command past
+    `limit` is killed with its process group and what it wrote is kept; an
+    interrupted wait (the run's alarm, ^C) leaves no command behind."""
+    try:
+        stdout, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        with _run.shielded():
+            _kill_group(process)
+            stdout, stderr = _drain(process)
+        return stdout, stderr, True
+    except BaseException:
+        with _run.shielded():
+            _kill_group(process)
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
+        raise
+    return stdout, stderr, False
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from dataclasses import dataclass
 
+from .redact import mask_url
 from .component import Component, user_location
 from .environment import Environment, Host
 from .errors import ConfigurationError, ConsignError, ErrorList, count
@@ -139,7 +140,8 @@ def tree_of(component: Component) -> tuple[str, ...]:
     the repository (a checkout, or the host's store) and the home directory
     at different paths; both trees write them as ``{target}``,
     ``{repository}`` and ``{home}``, so that equal configurations compare
-    equal and the model holds no path of the machine that built it.
+    equal and the model holds no path of the machine that built it. URL
+    credentials in names (a Download's URL) are masked.
     """
     places = _places(component.environment)
     trees = []
@@ -149,7 +151,8 @@ def tree_of(component: Component) -> tuple[str, ...]:
         while node is not None:
             name = type(node).namevar
             if name:
-                value = _abstract(str(node.__dict__.get(name)), places)
+                # Masked: the tree travels in the bundle and shows in errors.
+                value = mask_url(_abstract(str(node.__dict__.get(name)), places))
                 parts.append(f"{type(node).__name__}({value!r})")
             else:
                 parts.append(type(node).__name__)

@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 from typing import Any
@@ -317,3 +318,28 @@ def symlink_atomic(target: str, path: str) -> None:
             os.unlink(temporary)
         raise
     fsync_directory(directory)
+
+
+def make_work_directory(parent: str, prefix: str) -> str:
+    """A new empty directory in `parent`, named `prefix` and 8 random
+    characters, to build a tree in (a clone, a venv, extracted files)
+    before it moves into place.
+
+    Its mode is what mkdir gives (0o777 less the umask), not mkdtemp's
+    0o700: a tree renamed into place keeps the mode of its work directory.
+    The work directories a killed run left in `parent` under the same
+    prefix are removed first: one apply runs at a time, so none of them is
+    anyone's work.
+    """
+    leftover = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+            if leftover.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        os.chmod(path, 0o777 & ~_umask())
+    except BaseException:
+        os.rmdir(path)
+        raise
+    return path

@@ -13,6 +13,7 @@ from executor.lib.file import (
     Purge,
     Symlink,
     SyncDirectory,
+    YAMLContent,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "Purge",
     "Symlink",
     "SyncDirectory",
+    "YAMLContent",
 ]

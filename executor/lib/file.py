@@ -53,6 +53,7 @@ __all__ = [
     "Purge",
     "Symlink",
     "SyncDirectory",
+    "YAMLContent",
 ]
 
 # Longer diffs are cut to this many lines in the run's result.
@@ -797,15 +798,9 @@ def _merge(base: Any, override: Any) -> Any:
     return override
 
 
-class JSONContent(Content):
-    """A JSON file from ``data`` (or a ``source`` JSON file) merged with ``override``.
-
-    Keys are sorted and the output indented, so equal data gives equal bytes.
-
-    Example::
-
-        self += JSONContent("config.json", data={"port": 8080}, override={"debug": False})
-    """
+class _DataContent(Content):
+    """A file of structured ``data`` (or a JSON ``source`` file) merged with
+    ``override``; subclasses say how it is written."""
 
     data: Any = None
     override: Any = None
@@ -818,14 +813,37 @@ class JSONContent(Content):
             try:
                 data = json.loads(raw)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-                raise ConfigurationError(
-                    f"source file {self.source} is not valid JSON: {exc}",
-                    hint="fix the file, or pass the data as data=",
-                ) from None
+                raise self._bad_source(exc) from None
         if data is None:
-            raise ConfigurationError("JSONContent needs data= or source=")
+            name = type(self).__name__
+            raise ConfigurationError(
+                f"{name} needs data= or source=", hint="pass data={...} or source='x.json'"
+            )
         if self.override is not None:
             data = _merge(data, self.override)
+        return self.dump(data).encode("utf-8")
+
+    def _bad_source(self, exc: ValueError) -> ConfigurationError:
+        return ConfigurationError(
+            f"source file {self.source} is not valid JSON: {exc}",
+            hint="fix the file, or pass the data as data=",
+        )
+
+    def dump(self, data: Any) -> str:
+        raise NotImplementedError
+
+
+class JSONContent(_DataContent):
+    """A JSON file from ``data`` (or a ``source`` JSON file) merged with ``override``.
+
+    Keys are sorted and the output indented, so equal data gives equal bytes.
+
+    Example::
+
+        self += JSONContent("config.json", data={"port": 8080}, override={"debug": False})
+    """
+
+    def dump(self, data: Any) -> str:
         try:
             # N.B. allow_nan=False: NaN and Infinity are no JSON; readers reject them.
             text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
@@ -834,7 +852,197 @@ class JSONContent(Content):
                 f"data is not JSON serialisable: {exc}",
                 hint="use dicts with str keys, lists, str, int, finite float, bool and None",
             ) from None
-        return (text + "\n").encode("utf-8")
+        return text + "\n"
+
+
+# -- YAML -----------------------------------------------------------------------------
+# The runtime has no YAML library: a small, strict emitter for JSON-like
+# data. Block style, two-space indent, sorted keys; a string is written
+# plain only when every YAML 1.1 and 1.2 reader reads it back as that same
+# string, else double-quoted with escapes.
+
+# A plain scalar may not start with these.
+_YAML_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+# Read as null, booleans, merge keys and the like (compared lowercased).
+_YAML_WORDS = frozenset(
+    {"", "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n", "<<", "="}
+)
+# What numbers (0x1F, 1_000, 1e3, .inf, 12:30:00) and dates are made of.
+_YAML_NUMBERISH = frozenset("0123456789_.:+-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_YAML_ESCAPES = {
+    "\0": "\\0",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\r": "\\r",
+    "\x1b": "\\e",
+    '"': '\\"',
+    "\\": "\\\\",
+    "\x85": "\\N",
+    "\u2028": "\\L",
+    "\u2029": "\\P",
+}
+# Implicit keys are limited to 1024 characters.
+_YAML_MAX_KEY = 1024
+_YAML_HINT = "use dicts with str keys, lists, str, int, float, bool and None"
+
+
+def _yaml_printable(c: str) -> bool:
+    """Characters YAML allows unescaped (line breaks and BOM aside)."""
+    return (
+        " " <= c <= "~"
+        or ("\xa0" <= c <= "\ud7ff" and c not in "\u2028\u2029")
+        or ("\ue000" <= c <= "\ufffd" and c != "\ufeff")
+        or c >= "\U00010000"
+    )
+
+
+def _yaml_plain_ok(text: str) -> bool:
+    if text.lower() in _YAML_WORDS or text != text.strip():
+        return False
+    if text[0] in _YAML_INDICATORS or text.startswith(("---", "...")):
+        return False
+    if ": " in text or " #" in text or text.endswith(":"):
+        return False
+    if not all(_yaml_printable(c) for c in text):
+        return False
+    digits = text[1:] if text[0] in "+-" else text
+    if digits and (digits[0] in "0123456789." and all(c in _YAML_NUMBERISH for c in text)):
+        return False  # a number, or close enough to one to be read as such somewhere
+    # A YAML 1.1 timestamp may hold spaces: 2001-12-14 21:59:43.10 -5.
+    return not (text[:4].isdigit() and text[:4].isascii() and text[4:5] == "-")
+
+
+def _yaml_quoted(text: str) -> str:
+    out = []
+    for c in text:
+        if c in _YAML_ESCAPES:
+            out.append(_YAML_ESCAPES[c])
+        elif _yaml_printable(c):
+            out.append(c)
+        elif c <= "\xff":
+            out.append(f"\\x{ord(c):02x}")
+        elif c <= "\uffff":
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _yaml_scalar(value: Any, where: str) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        # N.B. YAML 1.1 (PyYAML) reads 1e+20 as a string: it wants the dot.
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    if isinstance(value, str):
+        return value if value and _yaml_plain_ok(value) else _yaml_quoted(value)
+    raise ConfigurationError(
+        f"YAML data at {where} is a {type(value).__module__}.{type(value).__qualname__}, "
+        "which YAMLContent cannot write",
+        hint=_YAML_HINT,
+    )
+
+
+def _yaml_lines(value: Any, indent: int, where: str, seen: tuple[int, ...]) -> list[str]:
+    """`value` as block lines at `indent`; a scalar or empty collection is one line."""
+    pad = " " * indent
+    if isinstance(value, (Mapping, list, tuple)) and value:
+        if id(value) in seen:
+            raise ConfigurationError(f"YAML data at {where} contains itself", hint=_YAML_HINT)
+        seen = (*seen, id(value))
+    else:
+        if isinstance(value, Mapping):
+            return [pad + "{}"]
+        if isinstance(value, (list, tuple)):
+            return [pad + "[]"]
+        return [pad + _yaml_scalar(value, where)]
+    lines: list[str] = []
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigurationError(
+                    f"YAML data at {where} has the key {key!r} ({type(key).__name__}): "
+                    "keys must be strings",
+                    hint=_YAML_HINT,
+                )
+            if len(key) > _YAML_MAX_KEY:
+                raise ConfigurationError(
+                    f"YAML data at {where} has a key of {len(key)} characters; "
+                    f"YAML keys are limited to {_YAML_MAX_KEY}",
+                    hint="shorten the key, or make it a value",
+                )
+        for key in sorted(value):
+            item = value[key]
+            inner = f"{where}[{key!r}]"
+            head = f"{pad}{_yaml_scalar(key, inner)}:"
+            if isinstance(item, (Mapping, list, tuple)) and item:
+                lines.append(head)
+                lines.extend(_yaml_lines(item, indent + 2, inner, seen))
+            else:
+                lines.append(f"{head} {_yaml_lines(item, 0, inner, seen)[0]}")
+        return lines
+    for index, item in enumerate(value):
+        inner = f"{where}[{index}]"
+        # The item's block, its first line moved up beside the dash:
+        # "- a: 1" / "  b: 2", or "- - x" / "  - y".
+        block = _yaml_lines(item, indent + 2, inner, seen)
+        lines.append(f"{pad}- {block[0][indent + 2 :]}")
+        lines.extend(block[1:])
+    return lines
+
+
+def dump_yaml(data: Any) -> str:
+    """`data` (JSON-like) as a YAML document: block style, sorted keys, and
+    strings quoted wherever a YAML reader could take them for anything else.
+
+    ``dump_yaml({"b": [1, "yes"], "a": None})`` is ``'a: null\\nb:\\n  - 1\\n  - "yes"\\n'``.
+    """
+    return "\n".join(_yaml_lines(data, 0, "data", ())) + "\n"
+
+
+class YAMLContent(_DataContent):
+    """A YAML file from ``data`` (or a JSON ``source`` file) merged with ``override``.
+
+    Keys are sorted and the output is block style with a two-space indent,
+    so equal data gives equal bytes. Strings a YAML reader could take for
+    something else (``yes``, ``1e3``, ``2024-01-01``, ``~``, ``a: b``) are
+    quoted. consign's runtime has no YAML parser: a ``source`` must be JSON,
+    which is valid YAML too.
+
+    Example::
+
+        self += YAMLContent("config.yaml", data={"port": 8080, "hosts": ["a", "b"]},
+                            override={"debug": False})
+    """
+
+    def _bad_source(self, exc: ValueError) -> ConfigurationError:
+        if str(self.source).lower().endswith((".yaml", ".yml")):
+            return ConfigurationError(
+                f"source file {self.source} is no JSON ({exc}); YAMLContent reads only "
+                "JSON-compatible YAML sources, as consign's runtime has no YAML parser",
+                hint="write the source in JSON syntax (which is YAML as well), "
+                "or pass the data as data=",
+            )
+        return super()._bad_source(exc)
+
+    def dump(self, data: Any) -> str:
+        return dump_yaml(data)
 
 
 class Purge(Component):

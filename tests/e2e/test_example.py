@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployments import git_commit
+from tests.executor.lib.helpers import FAKE_SYSTEMCTL
 from tests.keys import signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,23 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> Path:
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake systemctl first on the console scripts' PATH; returns its
+    state directory (``calls`` lists every invocation)."""
+    state = tmp_path / "systemctl"
+    state.mkdir()
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "systemctl"
+    script.write_text(FAKE_SYSTEMCTL)
+    script.chmod(0o755)
+    monkeypatch.setitem(ENV, "PATH", f"{bin_dir}{os.pathsep}{ENV['PATH']}")
+    monkeypatch.setitem(ENV, "FAKE_SYSTEMCTL", str(state))
+    return state
+
+
+@pytest.fixture
+def example(tmp_path: Path, systemctl: Path) -> Path:
     """A fresh clone-like copy of the example deployment in this repository."""
     for tool in ("bundle", "executor"):
         assert (BIN / tool).exists(), f"console script {tool!r} is not installed beside {sys.executable}"
@@ -51,9 +68,18 @@ def example(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "requirements.txt", repo / "requirements.txt")
     shutil.copy(ROOT / "README.md", repo / "README.md")
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
-    # prod writes /etc/example/app.env for real; in tests it goes to tmp_path.
+    # prod writes /etc/example/app.env and a systemd unit for real, and
+    # downloads the tool's release; in tests all of it stays in tmp_path: the
+    # sandbox maps the paths (and says systemd runs), the release comes from
+    # the repository's copy.
+    (tmp_path / "run-systemd/system").mkdir(parents=True)
     prod = repo / "environments/prod/environment.cfg"
-    prod.write_text(prod.read_text() + f"\n[vfs]\nsandbox = Map\n/etc/example = {tmp_path}/etc-example\n")
+    prod.write_text(
+        prod.read_text()
+        + f"\n[vfs]\nsandbox = Map\n/etc/example = {tmp_path}/etc-example\n"
+        + f"/etc/systemd/system = {tmp_path}/systemd-units\n/run/systemd = {tmp_path}/run-systemd\n"
+        + f"\n[component:tool]\nurl = file://{repo}/components/tool/example-tool-1.0.tar.gz\n"
+    )
     git_commit(repo)
     return repo
 
@@ -133,6 +159,50 @@ def test_prod_builds_and_each_host_gets_its_platform(example: Path, tmp_path: Pa
     )
     assert not (tmp_path / "web1/target/work/frontend").exists()
     assert (tmp_path / "etc-example/app.env").read_text() == "ALIAS=shop.example.com\n"
+
+
+def test_prod_installs_the_tool_release_and_runs_it_under_systemd(
+    example: Path, tmp_path: Path, systemctl: Path
+) -> None:
+    run("bundle", "build", "prod", "--host", "web1", cwd=example)
+    target = tmp_path / "web1/target"
+
+    first = apply_json(example, "web1", target)
+
+    assert first["status"] == "ok", first
+    tool = target / "work/tool"
+    # Downloaded (checksum checked), unpacked without its top directory,
+    # installed by the release's own script, and run by systemd.
+    assert (tool / "example-tool-1.0.tar.gz").stat().st_size == 446
+    assert (tool / "release/install.sh").exists()
+    assert (tool / "installed/bin/example-tool").read_bytes() == (
+        tool / "release/bin/example-tool"
+    ).read_bytes()
+    unit = (tmp_path / "systemd-units/example-tool.service").read_text()
+    assert f"ExecStart={tool}/installed/bin/example-tool\n" in unit
+    assert "Environment=EXAMPLE_TOOL_PORT=7000\n" in unit
+    calls = (systemctl / "calls").read_text().splitlines()
+    assert [c for c in calls if c.split()[0] in ("daemon-reload", "enable", "start", "restart")] == [
+        "daemon-reload", "enable example-tool.service", "start example-tool.service",
+    ]  # fmt: skip
+
+    # Nothing to do the second time: no download, no install, no systemctl action.
+    again = apply_json(example, "web1", target)
+    assert again["changed"] == []
+    later = (systemctl / "calls").read_text().splitlines()[len(calls):]
+    assert not [c for c in later if c.split()[0] in ("daemon-reload", "enable", "start", "restart")]
+
+    # A broken installation is repaired by the installer, then the service restarts.
+    before = len((systemctl / "calls").read_text().splitlines())
+    (tool / "installed/bin/example-tool").write_text("#!/bin/sh\nexit 1\n")
+    repaired = apply_json(example, "web1", target)
+    assert repaired["status"] == "ok"
+    assert any("Command(" in str(c) for c in repaired["changed"])  # type: ignore[union-attr]
+    actions = [
+        c for c in (systemctl / "calls").read_text().splitlines()[before:]
+        if c.split()[0] in ("daemon-reload", "enable", "start", "restart")
+    ]  # fmt: skip
+    assert actions == ["restart example-tool.service"]
 
 
 def test_an_edited_file_is_named_by_dry_run_and_restored_by_apply(example: Path, tmp_path: Path) -> None:

@@ -59,6 +59,32 @@ def test_another_target_directory_builds_the_same_tree(tmp_path: Path) -> None:
         assert shared.path == str(tmp_path / "elsewhere/shared.conf")
 
 
+class Fetcher(Component):
+    namevar = "url"
+    url = ""
+
+
+class Mirror(Component):
+    def configure(self) -> None:
+        self += Fetcher("https://deploy:s3cret/token@mirror.example.com/app.tgz")
+
+
+def test_trees_mask_credentials_in_names(tmp_path: Path) -> None:
+    app = Mirror()
+    record = EnvironmentRecord(name="prod", target_directory="/srv/app", vfs=VfsRules())
+    app.prepare_root(
+        name="mirror",
+        host=Host(HostRecord("web1", "web1"), None),
+        environment=Environment(record, base_dir=str(tmp_path)),
+        defdir=str(tmp_path),
+    )
+
+    tree = tree_of(app)
+
+    assert tree == ("Mirror", "Mirror > Fetcher('https://deploy:***@mirror.example.com/app.tgz')")
+    assert not any("s3cret" in line for line in tree)
+
+
 def test_first_tree_difference_describes_the_first_change() -> None:
     assert first_tree_difference(("A", "A > B"), ("A", "A > C")) == (
         "component 2: the build had 'A > B', this host has 'A > C'"

@@ -1,8 +1,9 @@
-"""Atomic writes: what a killed run staged is removed by the next one."""
+"""Atomic writes and work directories: what a killed run left is removed by the next one."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,41 @@ def test_outside_a_batch_a_new_file_is_flushed_before_its_rename(
     write_atomic(str(tmp_path / "new"), b"a")
 
     assert (len(calls["fsync"]), calls["syncfs"]) == (1, [])
+
+
+# -- work directories ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"), [(0o022, 0o755), (0o027, 0o750), (0o077, 0o700)], ids=["022", "027", "077"]
+)
+def test_a_work_directory_gets_the_mode_mkdir_would_give(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    previous = os.umask(umask)
+    try:
+        work = fs.make_work_directory(str(tmp_path), ".consign-app.clone.")
+    finally:
+        os.umask(previous)
+
+    # Not mkdtemp's 0700: a tree renamed into place keeps this mode.
+    assert stat.S_IMODE(os.stat(work).st_mode) == mode
+    assert os.path.basename(work).startswith(".consign-app.clone.")
+    assert os.listdir(work) == []
+
+
+def test_a_work_directory_replaces_what_a_killed_run_left(tmp_path: Path) -> None:
+    prefix = ".consign-app.venv."
+    (tmp_path / f"{prefix}k3x9_a0q" / "bin").mkdir(parents=True)
+    (tmp_path / f"{prefix}k3x9_a0q" / "bin" / "python").write_text("half a venv")
+    # Names that only look alike stay: the user's own, or another prefix's.
+    kept = [f"{prefix}notes", f"{prefix}toolong123", ".consign-app.clone.abcdefgh", "app"]
+    for name in kept:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"{prefix}abcd1234").write_text("a file, not a work directory")
+    (tmp_path / f"{prefix}zzzz9999").symlink_to(tmp_path / "app")
+    kept += [f"{prefix}abcd1234", f"{prefix}zzzz9999"]
+
+    work = fs.make_work_directory(str(tmp_path), prefix)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, os.path.basename(work)])

@@ -89,3 +89,38 @@ def apply_twice(
     assert second.changed == (), f"the second run changed {second.changed}"
     assert second_run.diffs == []
     return first, run
+
+
+# A stand-in for systemctl: appends its arguments to $FAKE_SYSTEMCTL/calls
+# and answers is-enabled / is-active / show from files there.
+FAKE_SYSTEMCTL = r"""#!/bin/sh
+dir="$FAKE_SYSTEMCTL"
+echo "$*" >> "$dir/calls"
+if [ -e "$dir/broken" ]; then
+    echo "Failed to connect to bus: No medium found" >&2
+    exit 1
+fi
+manager=system verb= unit=
+for arg in "$@"; do
+    case "$arg" in
+        --user) manager=user ;;
+        --machine=*) manager="${arg#--machine=}" ;;
+        -*) ;;
+        *) if [ -z "$verb" ]; then verb=$arg; else unit=$arg; fi ;;
+    esac
+done
+state="$dir/$manager-$unit"
+case "$verb" in
+    is-enabled)
+        if [ -e "$state.masked" ]; then echo masked; exit 1; fi
+        if [ -e "$state.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+    is-active)
+        if [ -e "$state.active" ]; then echo active; else echo inactive; exit 3; fi ;;
+    show)
+        if [ -e "$dir/$manager-need-reload" ]; then echo yes; else echo no; fi ;;
+    daemon-reload) rm -f "$dir/$manager-need-reload" ;;
+    enable) touch "$state.enabled" ;;
+    start|restart) touch "$state.active" ;;
+    *) echo "fake systemctl: unknown verb $verb" >&2; exit 1 ;;
+esac
+"""
