@@ -10,8 +10,16 @@ import typer
 from rich.markup import escape
 
 from executor.manifest import MAX_SERIAL
-from executor.console import guarded, print_json, size, stderr, stdout, version_callback
-from executor.errors import ExitCode
+from executor.console import (
+    guarded,
+    print_error,
+    print_json,
+    size,
+    stderr,
+    stdout,
+    version_callback,
+)
+from executor.errors import ConsignError, ExitCode
 
 from .build import BuildOptions, build
 from .check import check_possible, check_reproducible
@@ -339,6 +347,137 @@ def keys_generate(
     """Make an ed25519 signing key; print the line hosts put in their allowed_signers."""
     line = guarded(lambda: generate_or_read_key(path, principal, comment, exist_ok, trust_file))
     stdout.print(escape(line))
+
+
+secrets = typer.Typer(
+    help="The environment's age-encrypted secrets (see docs/secrets.md).", no_args_is_help=True
+)
+app.add_typer(secrets, name="secrets")
+
+EnvironmentArgument = Annotated[str, typer.Argument(help="The environment, e.g. prod.")]
+IdentityOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        help="Decrypt with this age identity file or OpenSSH private key (repeatable) "
+        "[default: CONSIGN_AGE_IDENTITIES, BATOU_AGE_IDENTITIES, then ~/.ssh/id_ed25519, id_rsa].",
+    ),
+]
+
+
+@secrets.command("edit")
+def secrets_edit(
+    environment: EnvironmentArgument,
+    file: Annotated[
+        str | None,
+        typer.Argument(help="Edit secret-FILE.age instead of secrets.cfg.age (created if absent)."),
+    ] = None,
+    repository: RepositoryOption = Path("."),
+    identity: IdentityOption = None,
+) -> None:
+    """Decrypt into a private temporary file, run $EDITOR, check, re-encrypt."""
+    from .render import render_secrets_edit
+    from .secrets import edit, find_identities
+
+    def again(error: ConsignError) -> bool:
+        print_error(error)
+        try:
+            return typer.confirm("edit again? (no: keep the edit encrypted as .rejected)", default=True)
+        except typer.Abort:
+            # No answer (no terminal, end of input): keep the edit rather than guess.
+            return False
+
+    identities = guarded(lambda: find_identities(tuple(identity or ())))
+    result = guarded(lambda: edit(repository, environment, file, identities, again))
+    render_secrets_edit(result)
+
+
+@secrets.command("summary")
+def secrets_summary(
+    environment: EnvironmentArgument,
+    repository: RepositoryOption = Path("."),
+    identity: IdentityOption = None,
+) -> None:
+    """Members, files, sections and keys of the secrets (never their values)."""
+    from .render import render_secrets_summary
+    from .secrets import find_identities, summarize
+
+    summary = guarded(
+        lambda: summarize(repository, environment, find_identities(tuple(identity or ())))
+    )
+    render_secrets_summary(summary)
+
+
+@secrets.command("add")
+def secrets_add(
+    environment: EnvironmentArgument,
+    recipient: Annotated[
+        str, typer.Argument(help="An age1... key or an ssh-ed25519/ssh-rsa public key line.")
+    ],
+    repository: RepositoryOption = Path("."),
+    identity: IdentityOption = None,
+) -> None:
+    """Add a member and re-encrypt every secret file of the environment."""
+    from .render import render_reencrypted
+    from .secrets import change_members, find_identities
+
+    result = guarded(
+        lambda: change_members(
+            repository, environment, find_identities(tuple(identity or ())), add=[recipient]
+        )
+    )
+    render_reencrypted(result)
+
+
+@secrets.command("remove")
+def secrets_remove(
+    environment: EnvironmentArgument,
+    recipient: Annotated[str, typer.Argument(help="The member to remove, as listed in members.")],
+    repository: RepositoryOption = Path("."),
+    identity: IdentityOption = None,
+) -> None:
+    """Remove a member and re-encrypt every secret file of the environment."""
+    from .render import render_reencrypted
+    from .secrets import change_members, find_identities
+
+    result = guarded(
+        lambda: change_members(
+            repository, environment, find_identities(tuple(identity or ())), remove=[recipient]
+        )
+    )
+    render_reencrypted(result)
+
+
+@secrets.command("reencrypt")
+def secrets_reencrypt(
+    environment: EnvironmentArgument,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-encrypt every file, needed or not.")
+    ] = False,
+    repository: RepositoryOption = Path("."),
+    identity: IdentityOption = None,
+) -> None:
+    """Re-encrypt the files whose recipients differ from the members."""
+    from .render import render_reencrypted
+    from .secrets import find_identities, reencrypt
+
+    result = guarded(
+        lambda: reencrypt(repository, environment, find_identities(tuple(identity or ())), force)
+    )
+    render_reencrypted(result)
+
+
+@secrets.command("decrypt-to-stdout")
+def secrets_decrypt_to_stdout(
+    file: Annotated[Path, typer.Argument(help="An age-encrypted file.")],
+    identity: IdentityOption = None,
+) -> None:
+    """Write the plaintext of FILE to stdout (for git diff's textconv)."""
+    from .secrets import decrypt_file, find_identities
+
+    data = guarded(lambda: decrypt_file(file, find_identities(tuple(identity or ()))))
+    typer.echo(data, nl=False)
 
 
 def main() -> Any:

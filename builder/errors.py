@@ -10,8 +10,14 @@ both command lines. The families:
         ├── EnvironmentFileError    a problem in an environment file (file:line)
         ├── UnknownComponentError   the environment names a component nobody defines
         ├── SigningKeyError         a signing key cannot be read, written, or used
+        ├── SecretsError            an environment's secrets cannot be read or written
+        │   ├── SecretsFileError    a problem in a decrypted secrets.cfg (file:line)
+        │   ├── AgeIdentityError    an identity file cannot be read or used
+        │   ├── NotARecipientError  no identity decrypts a secrets file
+        │   └── EditorError         the editor failed (EditRejected: the edit was kept)
         └── RuntimeBuildError       the runtime (pex) cannot be resolved or built
     ErrorList (executor.errors)
+    ├── SecretsParseFailed          several problems in one secrets.cfg
     └── BuildFailed                 every error of a build, collected across all hosts
 """
 
@@ -64,3 +70,37 @@ class RuntimeBuildError(BuildError):
     """Resolving or building the bundle's runtime failed; says what to change."""
 
     code = "runtime"
+
+
+class SecretsError(BuildError):
+    code = "secrets"
+
+
+class SecretsFileError(SecretsError):
+    code = "secrets-file"
+
+
+class SecretsParseFailed(ErrorList):
+    """Every problem of one secrets.cfg, sorted by line."""
+
+    code = "secrets-file"
+
+
+class AgeIdentityError(SecretsError):
+    code = "age-identity"
+
+
+class NotARecipientError(SecretsError):
+    """None of the operator's identities is a recipient of a secrets file."""
+
+    code = "not-a-recipient"
+
+
+class EditorError(SecretsError):
+    code = "editor"
+
+
+class EditRejected(EditorError):
+    """An edit that was not saved; it is kept, encrypted, as a .rejected file."""
+
+    code = "edit-rejected"

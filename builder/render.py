@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from executor.console import print_note, size, stderr, stdout
+from executor.errors import count
 
 from .build import BuildResult
 from .fleet import FleetRow
@@ -15,6 +16,7 @@ from .inspect import BundleDiff, Inspection
 from .publish import PublishResult
 from .push import HostPush, PushResult
 from .runtime import Step
+from .secrets import EditResult, Reencrypted, SecretsSummary
 
 
 def render_build(result: BuildResult) -> None:
@@ -225,3 +227,36 @@ def render_fleet(rows: list[FleetRow]) -> None:
         stdout.print(f"[bold yellow]{len(standing_out)} of {len(rows)} hosts stand out[/]: {escape(', '.join(standing_out))}")
     else:
         stdout.print(f"[bold green]ok[/]: all {len(rows)} hosts applied what was published")
+
+
+def render_secrets_summary(summary: SecretsSummary) -> None:
+    stdout.print(f"secrets of {escape(str(summary.directory))}")
+    stdout.print("members:")
+    for member in summary.members:
+        stdout.print(f"  {escape(member)}")
+    for name, keys in summary.sections:
+        if name == "batou":
+            continue
+        stdout.print(f"\\[{escape(name)}]: {escape(', '.join(keys)) or '(no keys)'}")
+    if summary.files:
+        stdout.print(f"files: {escape(', '.join(summary.files))}")
+
+
+def render_reencrypted(result: Reencrypted) -> None:
+    for path in result.written:
+        stdout.print(f"[green]encrypted[/] {escape(str(path))}")
+    for path in result.unchanged:
+        stdout.print(f"unchanged {escape(str(path))}: already encrypted to the members")
+    stdout.print(f"to {count(len(result.members), 'member')}")
+
+
+def render_secrets_edit(result: EditResult) -> None:
+    if result.resumed:
+        print_note(f"continued the rejected edit of {result.path}")
+    if not result.changed:
+        stdout.print(f"unchanged {escape(str(result.path))}")
+        return
+    verb = "created" if result.created else "encrypted"
+    stdout.print(f"[green]{verb}[/] {escape(str(result.path))}")
+    for path in result.reencrypted:
+        stdout.print(f"[green]encrypted[/] {escape(str(path))} (the members changed)")
