@@ -543,6 +543,37 @@ def load_secrets(repo: Path, environment: str, identities: Identities) -> Secret
     return Secrets(directory, config, tuple(p for p in secret_files(directory) if p != cfg))
 
 
+def lenient_members(text: str) -> tuple[str, ...]:
+    """The members a secrets.cfg names in its ``[batou]`` section, read line by
+    line without parsing the rest (which may be broken)."""
+    in_batou = False
+    for match in re.finditer(r"^\[(?P<section>[^\]\n]*)\]|" + _MEMBERS_LINE.pattern, text, re.MULTILINE):
+        if match.group("section") is not None:
+            in_batou = match.group("section").strip() == "batou"
+        elif in_batou:
+            value = re.sub(r"^members[ \t]*[=:]", "", match.group(0))
+            members = []
+            for member in split_members(value):
+                try:
+                    parse_recipient(member)
+                except ConsignError:
+                    continue
+                members.append(member)
+            return tuple(members)
+    return ()
+
+
+def _broken_config(repo: Path, environment: str, identities: Identities) -> Secrets:
+    """The environment's secrets with a secrets.cfg that does not parse: the
+    members read leniently (else the editing user's own recipients)."""
+    directory = environment_directory(repo, environment)
+    cfg = directory / SECRETS_FILE
+    text = decrypt_file(cfg, identities).decode("utf-8", "replace")
+    members = lenient_members(text) or tuple(identities.recipients)
+    config = SecretsConfig(members, None, ())
+    return Secrets(directory, config, tuple(p for p in secret_files(directory) if p != cfg))
+
+
 def _members(secrets: Secrets) -> tuple[str, ...]:
     if secrets.config is None:
         raise SecretsError(
@@ -736,7 +767,14 @@ def edit(
     is encrypted to the current members as ``<file>.rejected``, and the
     next edit of that file starts from it.
     """
-    secrets = load_secrets(repo, environment, identities)
+    try:
+        secrets = load_secrets(repo, environment, identities)
+    except (SecretsFileError, SecretsParseFailed):
+        if name is not None:
+            raise
+        # A committed secrets.cfg that no longer parses: edit is how it gets
+        # fixed, so it opens with the members that can still be read.
+        secrets = _broken_config(repo, environment, identities)
     target = secret_file_path(secrets.directory, name)
     rejected = target.with_name(target.name + REJECTED_SUFFIX)
     is_cfg = name is None

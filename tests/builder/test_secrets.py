@@ -360,6 +360,25 @@ def test_edit_survives_a_broken_file_when_asked_to_edit_again(
     assert pyrage.decrypt(cfg.read_bytes(), find_identities([keys["alice"].path]).keys).decode() == fixed
 
 
+def test_a_committed_secrets_file_that_no_longer_parses_can_be_edited(
+    repo: Path, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    members = f"{keys['alice'].public},\n    {keys['bob'].public}"
+    broken = f"[batou]\nmembers = {members}\n[component:app\npassword = s3cr3t\n"
+    cfg = repo / "environments/prod/secrets.cfg.age"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_bytes(encrypt_for(broken.encode(), [keys["alice"].public, keys["bob"].public]))
+    fixed = broken.replace("[component:app\n", "[component:app]\n")
+    env = fake_editor(tmp_path, [fixed])
+
+    result = invoke("edit", "prod", "-C", str(repo), "-i", str(keys["alice"].path), env=env)
+
+    assert result.exit_code == 0, result.output
+    # Still encrypted to both members the broken file named.
+    for who in ("alice", "bob"):
+        assert pyrage.decrypt(cfg.read_bytes(), find_identities([keys[who].path]).keys).decode() == fixed
+
+
 def test_refused_edit_is_kept_encrypted_and_continued_next_time(
     repo: Path, keys: dict[str, Key], tmp_path: Path
 ) -> None:
