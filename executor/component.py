@@ -764,24 +764,30 @@ class Component:
 
     def template(self, filename: str, component: Component | None = None, **kw: Any) -> str:
         """Render the template file `filename` (relative to defdir)."""
+        name, text = self._read_text(filename)
+        return _template.render(text, self._template_context(component, kw), name=name)
+
+    def _read_text(self, filename: str, what: str = "template", of: str = "") -> tuple[str, str]:
+        """The name to show and the UTF-8 text of `filename` (relative to
+        defdir); errors call it `what` ("template", "source file"), then its
+        name, then `of` (" of unit app.service")."""
         path = filename if filename.startswith("/") else posixpath.join(self.defdir, filename)
         name = display_path(path, self.environment.base_dir)
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
+                return name, f.read()
         except FileNotFoundError:
             raise TemplateError(
-                f"template {name} does not exist",
-                hint=f"relative template names resolve against the component's directory "
+                f"{what} {name}{of} does not exist",
+                hint=f"relative names resolve against the component's directory "
                 f"({display_path(self.defdir, self.environment.base_dir)}); "
                 "add the file there or fix the name",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(
-                f"cannot read template {name}: {exc}",
-                hint="templates are UTF-8 text files the deployment can read",
+                f"cannot read {what} {name}{of}: {exc}",
+                hint="it must be UTF-8 text the deployment can read",
             ) from None
-        return _template.render(text, self._template_context(component, kw), name=name)
 
     # -- helpers for verify and update -------------------------------------
 

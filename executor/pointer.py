@@ -67,19 +67,7 @@ class Pointer:
     expires: int
 
     def payload(self) -> bytes:
-        return canonical.pack(
-            {
-                "kind": "pointer",
-                "version": POINTER_VERSION,
-                "host": self.host,
-                "environment": self.environment,
-                "serial": self.serial,
-                "manifest": self.manifest,
-                "manifest_size": self.manifest_size,
-                "issued": self.issued,
-                "expires": self.expires,
-            }
-        )
+        return canonical.pack({"kind": "pointer", "version": POINTER_VERSION, **self.to_json()})
 
     def to_json(self) -> dict[str, Any]:
         return {

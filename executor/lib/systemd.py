@@ -36,7 +36,7 @@ from typing import NoReturn
 
 from executor import run as _run
 from executor import template as _template
-from executor.component import Component, UpdateNeeded, display_path, handle_event
+from executor.component import Component, UpdateNeeded, handle_event
 from executor.errors import ConfigurationError, DeployError
 from executor.fs import write_atomic
 from executor.lib.command import PendingMarker, check_dependencies
@@ -559,23 +559,7 @@ class Unit(Component):
                 return self.content
             return _template.render(self.content, context, name=f"content of {self._breadcrumb}")
         assert self.source is not None
-        path = (
-            self.source if self.source.startswith("/") else posixpath.join(self.defdir, self.source)
-        )
-        shown = display_path(path, self.environment.base_dir)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise ConfigurationError(
-                f"source file {shown} of unit {self.name} does not exist",
-                hint="source= is relative to the component's directory",
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(
-                f"cannot read source file {shown} of unit {self.name}: {exc}",
-                hint="unit files are UTF-8 text the deployment can read",
-            ) from None
+        shown, text = self._read_text(self.source, "source file", f" of unit {self.name}")
         if not self.is_template:
             return text
         return _template.render(text, context, name=shown)

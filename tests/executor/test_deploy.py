@@ -411,31 +411,27 @@ class Watcher(Component):
 
 
 @pytest.fixture
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temporary directory of the run (tempfile's), watched for leftovers."""
-    path = tmp_path / "scratch"
-    path.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(path))
-    return path
-
-
-def test_a_run_that_needs_no_empty_directory_makes_none(tmp_path: Path, scratch: Path) -> None:
-    calls: list[str] = []
-    made: list[str] = []
+def made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every directory tempfile.mkdtemp makes while the test runs."""
+    paths: list[str] = []
     real_mkdtemp = tempfile.mkdtemp
 
     def watched(*args: Any, **kw: Any) -> str:
         path = real_mkdtemp(*args, **kw)
-        made.append(path)
+        paths.append(path)
         return path
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tempfile, "mkdtemp", watched)
-        deploy_ok(tree(tmp_path, calls, outdated=("a1",)))
+    monkeypatch.setattr(tempfile, "mkdtemp", watched)
+    return paths
+
+
+def test_a_run_that_needs_no_empty_directory_makes_none(tmp_path: Path, made: list[str]) -> None:
+    calls: list[str] = []
+    deploy_ok(tree(tmp_path, calls, outdated=("a1",)))
     assert made == []
 
 
-def test_predicting_reports_changes_without_updating(tmp_path: Path, scratch: Path) -> None:
+def test_predicting_reports_changes_without_updating(tmp_path: Path, made: list[str]) -> None:
     events: list[str] = []
     root = prepare(Watcher(events=events), tmp_path)
     outcome = deploy_ok(root, predicting=True)
@@ -451,8 +447,10 @@ def test_predicting_reports_changes_without_updating(tmp_path: Path, scratch: Pa
     assert events == []
     assert root.changed
     assert not (tmp_path / "target").exists(), "a dry run must not create the workdir"
-    # The empty directory the dry run verified in is gone with the run.
-    assert not list(Path(scratch).glob("consign-empty-*"))
+    # The dry run verified in one empty directory, gone with the run.
+    [empty] = made
+    assert os.path.basename(empty).startswith("consign-empty-")
+    assert not os.path.exists(empty)
     # A real run after the prediction updates exactly what was predicted.
     real, _ = apply_twice(root)
     assert real.changed == outcome.changed
