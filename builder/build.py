@@ -29,6 +29,9 @@ from executor.dns import Recorder, overrides_table, recording, resolving
 from executor.decode import DecodeError
 from executor.errors import ConfigurationError, ConsignError, OverrideError, suggest
 from executor.fs import HashingWriter, fsync_directory, stage_file
+from executor.redact import redact_error
+from executor.canonical import CanonicalError
+from executor.secrets import HostSecrets, SecretFiles, decode_secrets, encode_secrets
 from executor.loader import Registry, load_components
 from executor.manifest import BlobEntry, Compression, Manifest, Source, encode_manifest
 from executor.manifest import Target as ManifestTarget
@@ -48,7 +51,15 @@ from executor.snapshot import SnapshotFile, extract_tar, write_tar
 
 from .discovery import LiveResources, RootId, configure_all
 from .environment import ENVIRONMENTS_DIR, EnvironmentConfig, HostConfig, load_environment
-from .errors import BuildError, BuildFailed, RepositoryError, SigningKeyError, UnknownComponentError
+from .errors import (
+    BuildError,
+    BuildFailed,
+    RepositoryError,
+    SecretsError,
+    SigningKeyError,
+    UnknownComponentError,
+)
+from .hostsecrets import EnvironmentSecrets, MergedSecrets, leaks, merge_secrets, read_secrets, seal, split
 from .repository import Repository, Status, last_change, source_date_epoch
 from .runtime import (
     ImportAudit,
@@ -89,6 +100,8 @@ class BuildOptions:
     cache: Path | None = None
     # Told what the build is doing when it takes long (resolving a runtime).
     progress: Progress | None = field(default=None, compare=False)
+    # Decrypt the environment's secrets with these (else CONSIGN_AGE_IDENTITIES, ...).
+    identities: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class BuiltHost:
     size: int
     roots: tuple[str, ...]
     skipped: tuple[SkippedRoot, ...]
+    # What of the host's secrets its bundle carries (names, never values).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,8 @@ class BuildResult:
     notes: tuple[str, ...] = ()
     # Hosts in the order they must apply (cross-host requirements).
     waves: tuple[tuple[str, ...], ...] = ()
+    # The identity files that decrypted the environment's secrets.
+    identity_paths: tuple[Path, ...] = ()
 
 
 def fqdn(name: str, host_domain: str | None) -> str:
@@ -134,10 +151,17 @@ Overrides = dict[str, tuple[tuple[str, str], ...]]
 class _Build:
     """One build: its inputs, and the errors found so far."""
 
-    def __init__(self, options: BuildOptions, config: EnvironmentConfig, registry: Registry) -> None:
+    def __init__(
+        self,
+        options: BuildOptions,
+        config: EnvironmentConfig,
+        registry: Registry,
+        secrets: MergedSecrets | None = None,
+    ) -> None:
         self.options = options
         self.config = config
         self.registry = registry
+        self.secrets = secrets or MergedSecrets()
         self.errors: list[ConsignError] = []
 
     def _unknown_component(self, name: str) -> bool:
@@ -248,10 +272,11 @@ class _Build:
 
     def configure(
         self, models: list[HostModel], base_dir: Path, locations: dict[str, dict[str, str]]
-    ) -> tuple[list[HostModel], list[list[str]]]:
+    ) -> tuple[list[HostModel], dict[str, HostSecrets], list[list[str]]]:
         """Configure every host's roots against one registry until they settle;
-        record trees, requirements, order and DNS answers in the models.
-        Returns the models and the waves hosts must apply in."""
+        record trees, requirements, order and DNS answers in the models, and
+        take each host's secrets out of its model. Returns the models, the
+        hosts' secrets and the waves hosts must apply in."""
         by_host = {model.host.name: model for model in models}
         roots = [(model.host.name, record.name) for model in models for record in model.roots]
         records = {
@@ -259,9 +284,15 @@ class _Build:
         }
         resources = LiveResources(roots)
         recorders = {name: Recorder() for name in by_host}
+        # Each host's own view, to learn which secret files it reads.
+        secret_files = {
+            name: SecretFiles(self.secrets.files) for name in by_host
+        }
         objects = {}
         for name, model in by_host.items():
-            host, environment = runtime_objects(model, base_dir=str(base_dir))
+            host, environment = runtime_objects(
+                model, base_dir=str(base_dir), secret_files=secret_files[name]
+            )
             environment.resources = resources
             objects[name] = (host, environment)
 
@@ -285,17 +316,15 @@ class _Build:
         for root, error in outcome.errors:
             self.errors.append(error.for_host(root[0]) if root else error)
         updated = []
+        selections = {}
         for model in models:
             name = model.host.name
             ordered = [r for r in outcome.order if r[0] == name]
             new_roots = []
             for root in ordered:
-                record = records[root]
-                component = outcome.components.get(root)
                 new_roots.append(
                     replace(
-                        record,
-                        tree=tree_of(component) if component is not None else (),
+                        records[root],
                         requires=tuple(
                             RequirementRecord(r.key, r.provider_host, tuple(r.values))
                             for r in resources.requirements.get(root, [])
@@ -305,7 +334,7 @@ class _Build:
                     )
                 )
             answers = recorders[name].answers
-            updated.append(
+            public, selection = split(
                 replace(
                     model,
                     roots=tuple(new_roots),
@@ -313,9 +342,29 @@ class _Build:
                     dns=tuple(
                         DnsRecord(n, answers[n].v4, answers[n].v6) for n in sorted(answers)
                     ),
-                )
+                ),
+                self.secrets,
+                secret_files[name],
             )
-        return updated, outcome.waves
+            # The trees hide this host's secrets, as the host's own will.
+            hidden = selection.values()
+            trees = {
+                root[1]: tree_of(component, hidden) if component is not None else ()
+                for root in ordered
+                for component in [outcome.components.get(root)]
+            }
+            final = replace(public, roots=tuple(replace(r, tree=trees[r.name]) for r in public.roots))
+            for leak in leaks(final, selection):
+                self.errors.append(
+                    SecretsError(
+                        f"the clear model of host {name!r} would hold the value of {leak}",
+                        hint="a secret value must not appear in names, provided keys or the "
+                        "environment file: if it is no secret, move it to the environment file",
+                    ).for_host(name)
+                )
+            updated.append(final)
+            selections[name] = selection
+        return updated, selections, outcome.waves
 
     def select(self, host: HostConfig) -> str | None:
         return self.select_host(self.options, host)
@@ -413,10 +462,7 @@ def key_paths(
             "--sign-key, set CONSIGN_SIGN_KEY, or set sign_key in [environment]",
         )
     for path in paths:
-        resolved = path.resolve()
-        if path.suffix == ".pub" or not resolved.is_relative_to(repository.root):
-            continue
-        if resolved.relative_to(repository.root).as_posix() in snapshot:
+        if path.suffix != ".pub" and _shipped(path, repository, snapshot):
             raise SigningKeyError(
                 f"the signing key {path} lies inside the repository {repository.root} and is "
                 "part of its snapshot, so it would travel in every bundle",
@@ -424,6 +470,25 @@ def key_paths(
                 "keep it in ssh-agent and name its .pub file",
             )
     return paths
+
+
+def _shipped(path: Path, repository: Repository, snapshot: set[str]) -> bool:
+    """Whether `path` is a file of the repository snapshot every bundle carries."""
+    resolved = path.resolve()
+    return (
+        resolved.is_relative_to(repository.root)
+        and resolved.relative_to(repository.root).as_posix() in snapshot
+    )
+
+
+def _check_identities(secrets: EnvironmentSecrets | None, repository: Repository, snapshot: set[str]) -> None:
+    for path in () if secrets is None else secrets.identity_paths:
+        if _shipped(path, repository, snapshot):
+            raise SecretsError(
+                f"the identity {path} lies inside the repository {repository.root} and is part "
+                "of its snapshot, so it would travel in every bundle",
+                hint="move it out of the repository (e.g. ~/.config/consign/) and pass --identity",
+            )
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -458,20 +523,28 @@ def build(options: BuildOptions) -> BuildResult:
             if len(environment_errors) == 1:
                 raise environment_errors[0]
             raise BuildFailed(environment_errors)
-        # The keys before any long work: a build that cannot sign stops now.
+        # The keys before any long work: a build that cannot sign, or cannot
+        # read the environment's secrets, stops now.
         snapshot = {f.name for f in files}
         try:
             keys = tuple(
                 key_paths(options.sign_keys, repository, config.settings.sign_keys, snapshot)
             )
             signers = load_signers(keys)
+            secrets = read_secrets(environments, options.environment, options.identities)
+            _check_identities(secrets, repository, snapshot)
         except ConsignError as exc:
             if not environment_errors:
                 raise
             raise BuildFailed([*environment_errors, exc], notes=config.notes) from None
-        models, skipped_hosts, runtimes, waves = _configure_all(
-            options, tree, environments, config, environment_errors
-        )
+        config, merged, secret_errors = merge_secrets(config, secrets)
+        try:
+            models, selections, skipped_hosts, runtimes, waves = _configure_all(
+                options, tree, environments, config, [*environment_errors, *secret_errors], merged
+            )
+        except ConsignError as exc:
+            # A configure error may quote an attribute's value.
+            raise redact_error(exc, merged.values) from None
         inputs = _Inputs(
             source=Source(commit=status.commit, dirty=status.dirty),
             serial=serial,
@@ -483,9 +556,21 @@ def build(options: BuildOptions) -> BuildResult:
         size, sha256 = _bundle.compress_file(tar, compressed)
         repo = BlobEntry("repo", Compression.ZSTD, size, sha256, raw_size, raw_sha256)
         result = _write(
-            options, inputs, models, skipped_hosts, config.notes, (repo, compressed), runtimes, out
+            options,
+            inputs,
+            [(model, selections[model.host.name]) for model in models],
+            skipped_hosts,
+            config.notes,
+            (repo, compressed),
+            runtimes,
+            out,
+            merged,
         )
-        return replace(result, waves=tuple(tuple(wave) for wave in waves))
+        return replace(
+            result,
+            waves=tuple(tuple(wave) for wave in waves),
+            identity_paths=() if secrets is None else secrets.identity_paths,
+        )
 
 
 def _write_snapshot(files: list[SnapshotFile], mtime: int, path: str) -> tuple[int, str]:
@@ -505,7 +590,10 @@ def _configure_all(
     environments: Path,
     config: EnvironmentConfig,
     environment_errors: list[ConsignError],
-) -> tuple[list[HostModel], list[SkippedHost], dict[str, RuntimeBlob], list[list[str]]]:
+    secrets: MergedSecrets,
+) -> tuple[
+    list[HostModel], dict[str, HostSecrets], list[SkippedHost], dict[str, RuntimeBlob], list[list[str]]
+]:
     requirements, requirement_errors = read_requirements(tree)
     requirement_errors.extend(conflicts(requirements))
     if requirement_errors:
@@ -518,7 +606,7 @@ def _configure_all(
     imports = ImportAudit(site, tree)
     with imports:
         registry, load_errors = load_components(tree)
-        run = _Build(options, config, registry)
+        run = _Build(options, config, registry, secrets)
         run.errors.extend(environment_errors)
         run.errors.extend(load_errors)
         run.check_names()
@@ -533,19 +621,35 @@ def _configure_all(
                 skipped_hosts.append(SkippedHost(host.name, reason))
             if not host.ignored:
                 participants.append(run.host_model(host, overrides))
-        configured, waves = run.configure(participants, tree, locations)
+        configured, selections, waves = run.configure(participants, tree, locations)
     run.errors.extend(imports.foreign())
     if run.errors:
         raise BuildFailed(run.errors, notes=config.notes)
     built = {h.name for h in config.hosts if run.select(h) is None}
     models = [m for m in configured if m.host.name in built]
+    hosts = {h.name: h for h in config.hosts}
+    for model in models:
+        selection = selections[model.host.name]
+        if selection and model.host.name not in secrets.recipients:
+            run.errors.append(
+                SecretsError(
+                    f"host {model.host.name!r} uses secrets ({', '.join(selection.described())}) "
+                    "but has no recipient to encrypt them to",
+                    where=str(hosts[model.host.name].location),
+                    hint=f"add 'recipient = ssh-ed25519 AAAA...' to [host:{model.host.name}]: "
+                    "the host's SSH host key, which 'executor init' prints there",
+                )
+            )
+    if run.errors:
+        raise BuildFailed(run.errors, notes=config.notes)
     # What the host will decode, decoded here: a model a host would refuse
     # (a value frozen too deep, say) fails the build, not the deploy.
     unreadable = []
     for model in models:
         try:
             model_from_data(model_to_data(model))
-        except DecodeError as exc:
+            decode_secrets(encode_secrets(selections[model.host.name]))
+        except (DecodeError, CanonicalError) as exc:
             unreadable.append(
                 ConfigurationError(
                     f"the model of host {model.host.name!r} holds what hosts cannot read: {exc}",
@@ -554,7 +658,7 @@ def _configure_all(
             )
     if unreadable:
         raise BuildFailed(unreadable, notes=config.notes)
-    return models, skipped_hosts, runtimes, waves
+    return models, selections, skipped_hosts, runtimes, waves
 
 
 def _runtimes(
@@ -591,20 +695,25 @@ def _import_environment(
     return import_environment(own.pex, cache)
 
 
-def _model_entry(data: bytes) -> BlobEntry:
+def _plain_entry(name: str, data: bytes) -> BlobEntry:
     sha256 = hashlib.sha256(data).hexdigest()
-    return BlobEntry("model", Compression.NONE, len(data), sha256, len(data), sha256)
+    return BlobEntry(name, Compression.NONE, len(data), sha256, len(data), sha256)
+
+
+def _model_entry(data: bytes) -> BlobEntry:
+    return _plain_entry("model", data)
 
 
 def _write(
     options: BuildOptions,
     inputs: _Inputs,
-    models: list[HostModel],
+    models: list[tuple[HostModel, HostSecrets]],
     skipped_hosts: list[SkippedHost],
     notes: tuple[str, ...],
     repo: tuple[BlobEntry, str],
     runtimes: dict[str, RuntimeBlob],
     out: Path,
+    secrets: MergedSecrets,
 ) -> BuildResult:
     directory = out / options.environment
     directory.mkdir(parents=True, exist_ok=True)
@@ -614,7 +723,7 @@ def _write(
     staged: list[tuple[str, Path]] = []
     built = []
     try:
-        for model in models:
+        for model, selection in models:
             path = directory / f"{model.host.name}{BUNDLE_SUFFIX}"
             model_bytes = encode_model(model)
             runtime = runtimes[model.host.name]
@@ -646,15 +755,20 @@ def _write(
                 ),
                 blobs=(repo_entry, runtime_entry, _model_entry(model_bytes)),
             )
+            blobs = [
+                _bundle.BlobData(path=repo_path),
+                _bundle.BlobData(path=str(runtime.compressed)),
+                _bundle.BlobData(data=model_bytes),
+            ]
+            if selection:
+                sealed = seal(
+                    selection, secrets.recipients[model.host.name], secrets.digest, model.host.name
+                )
+                manifest = replace(manifest, blobs=(*manifest.blobs, _plain_entry("secrets", sealed)))
+                blobs.append(_bundle.BlobData(data=sealed))
             manifest_bytes = encode_manifest(manifest)
             chunks = _bundle.bundle_chunks(
-                manifest_bytes,
-                sign_all(inputs.signers, manifest_bytes),
-                [
-                    _bundle.BlobData(path=repo_path),
-                    _bundle.BlobData(path=str(runtime.compressed)),
-                    _bundle.BlobData(data=model_bytes),
-                ],
+                manifest_bytes, sign_all(inputs.signers, manifest_bytes), blobs
             )
             staged.append((stage_file(str(path), chunks, mode=0o644), path))
             built.append(
@@ -664,6 +778,7 @@ def _write(
                     size=os.path.getsize(staged[-1][0]),
                     roots=tuple(r.name for r in model.roots),
                     skipped=model.skipped,
+                    secrets=tuple(selection.described()),
                 )
             )
     except BaseException:

@@ -49,6 +49,9 @@ def _rebuild_command(options: BuildOptions, result: BuildResult, repository: Pat
         command += ["--platform", options.platform]
     for key in result.key_paths:
         command += ["--sign-key", str(key.resolve())]
+    # The rebuild runs with another home: name the identities that decrypted.
+    for identity in result.identity_paths:
+        command += ["--identity", str(identity.resolve())]
     return command
 
 

@@ -61,6 +61,17 @@ BuiltOption = Annotated[
 ]
 
 
+IdentityOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        help="Decrypt with this age identity file or OpenSSH private key (repeatable) "
+        "[default: CONSIGN_AGE_IDENTITIES, BATOU_AGE_IDENTITIES, then ~/.ssh/id_ed25519, id_rsa].",
+    ),
+]
+
+
 @app.command("build")
 def build_command(
     environment: Annotated[str, typer.Argument(help="The environment to build, e.g. prod.")],
@@ -104,6 +115,7 @@ def build_command(
         bool,
         typer.Option("--check", help="Then rebuild in a temporary clone and compare the bytes."),
     ] = False,
+    identity: IdentityOption = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors in deployment code.")
     ] = False,
@@ -120,6 +132,7 @@ def build_command(
         dirty=dirty,
         serial=serial,
         sign_keys=tuple(sign_key or ()),
+        identities=tuple(identity or ()),
     )
     if check:
         guarded(lambda: check_possible(options))
@@ -355,15 +368,6 @@ secrets = typer.Typer(
 app.add_typer(secrets, name="secrets")
 
 EnvironmentArgument = Annotated[str, typer.Argument(help="The environment, e.g. prod.")]
-IdentityOption = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--identity",
-        "-i",
-        help="Decrypt with this age identity file or OpenSSH private key (repeatable) "
-        "[default: CONSIGN_AGE_IDENTITIES, BATOU_AGE_IDENTITIES, then ~/.ssh/id_ed25519, id_rsa].",
-    ),
-]
 
 
 @secrets.command("edit")

@@ -19,12 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from executor.age import AgeError, Recipient
 from executor.errors import ConsignError, closest
 from executor.model import EnvironmentRecord, FamilyRequirement, VfsMode, VfsRules
 
 from .errors import EnvironmentFileError, EnvironmentNotFound
 
 ENVIRONMENTS_DIR = "environments"
+# How to write [host:NAME] recipient (in environment.cfg or secrets.cfg.age).
+RECIPIENT_HINT = (
+    "write the host's ssh-ed25519 host key ('executor init' prints it) or an age1... key"
+)
 ENVIRONMENT_FILE = "environment.cfg"
 
 
@@ -79,6 +84,9 @@ class HostConfig:
     python: str | None = None
     # How 'bundle push' reaches the executor there ([host:x] wins over [environment]).
     push: PushSettings = field(default_factory=lambda: PushSettings())
+    # The key the host's secrets are encrypted to (executor.age), and where it was set.
+    recipient: str | None = None
+    recipient_location: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,10 +618,16 @@ class _Loader:
         python: str | None = None
         push = PushSettings()
         data: dict[str, str] = {}
+        recipient: tuple[str, Location] | None = None
         has_components = False
         for entry in section.entries:
             key, value = entry.key, entry.value
-            if key == "components":
+            if key == "recipient":
+                try:
+                    recipient = (Recipient.parse(value).text, self.at(entry.line))
+                except AgeError as problem:
+                    self.error(entry.line, f"recipient of host {name!r}: {problem}", RECIPIENT_HINT)
+            elif key == "components":
                 has_components = True
                 roots, skipped = self.components(entry, name)
             elif key == "platform":
@@ -662,7 +676,7 @@ class _Loader:
                 self.unknown_key(
                     entry,
                     f"[host:{name}]",
-                    ["components", "platform", "python", "ignore", "data-NAME", *PUSH_KEYS],
+                    ["components", "platform", "python", "ignore", "data-NAME", "recipient", *PUSH_KEYS],
                 )
         if not has_components:
             self.note(section.line, f"host {name!r} lists no components: it deploys nothing")
@@ -676,6 +690,8 @@ class _Loader:
             location=self.at(section.line),
             python=python,
             push=push,
+            recipient=None if recipient is None else recipient[0],
+            recipient_location=None if recipient is None else recipient[1],
         )
 
     def valid_host_name(self, name: str, line: int) -> bool:
@@ -785,14 +801,9 @@ class _Loader:
                 by_name[host.name] = host
         fallback = self.platform or settings.platform or settings.host_domain
         return [
-            HostConfig(
-                name=host.name,
-                roots=host.roots,
-                skipped=host.skipped,
-                ignored=host.ignored,
+            replace(
+                host,
                 platform=host.platform or fallback,
-                data=host.data,
-                location=host.location,
                 python=host.python or settings.python,
                 push=host.push.over(settings.push),
             )

@@ -27,6 +27,8 @@ def render_build(result: BuildResult) -> None:
         stdout.print(f"[green]built[/]    {escape(host.name)}: {escape(str(host.path))} ({size(host.size)}; {escape(roots)})")
         for skipped in host.skipped:
             stdout.print(f"  [yellow]skipped[/]  {escape(skipped.name)}: {escape(skipped.reason)}")
+        if host.secrets:
+            stdout.print(f"  secrets  {escape(', '.join(host.secrets))} (sealed to its recipient)")
     for path in result.removed:
         stdout.print(f"[yellow]removed[/]  {escape(str(path))}: its host is not built any more")
     for skipped_host in result.skipped_hosts:

@@ -34,9 +34,11 @@ from pathlib import Path
 
 import pyrage
 
+from executor.age import AgeError
+from executor.age import Recipient as HostRecipient
 from executor.errors import ConsignError
 
-from .environment import ENVIRONMENTS_DIR, environment_names
+from .environment import ENVIRONMENTS_DIR, RECIPIENT_HINT, environment_names
 from .errors import (
     AgeIdentityError,
     EditorError,
@@ -383,11 +385,12 @@ def parse_secrets(text: str, file: str) -> SecretsConfig:
                 error(entry.line, f"unknown key {entry.key!r} in [{name}]",
                       "host sections take data-NAME keys (host.data['NAME']) and 'recipient'")
             elif section.kind == "host" and entry.key == "recipient":
+                # What the bundle's secrets blob can be encrypted to (executor.age).
                 try:
-                    parse_recipient(entry.value)
-                except ValueError as problem:
-                    error(entry.line, f"recipient {problem}",
-                          "write the host's age1... key or its ssh-ed25519 host key")
+                    HostRecipient.parse(entry.value)
+                except AgeError as problem:
+                    error(entry.line, f"recipient of host {section.target!r}: {problem}",
+                          RECIPIENT_HINT)
     if "batou" not in seen:
         error(1, "there is no [batou] section", "add '[batou]' with 'members = age1..., ...'")
     elif not members:

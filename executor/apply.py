@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,10 +47,12 @@ from .generations import Generation
 from .lock import DEFAULT_WAIT_SECONDS, state_lock
 from .manifest import MAX_MODEL_BYTES
 from .outcome import RootOutcome, RootStatus
-from .protocol import ProtocolError, RunReport, RunRequest
+from .protocol import ProtocolError, RunReport, RunRequest, redact_report
+from .redact import MASK, redact
 from .run import FileDiff, Level, LogEntry
 from .records import RunRecord, append_audit, record_run
 from .runtime import READY, prepare_runtime, remove_stale_work, runtime_directory
+from .sealed import DEFAULT_IDENTITY, open_secrets, secret_values
 from .snapshot import extract_tar
 from .state import DEFAULT_STATE_DIR, load_state, prepare_directory, save_state
 from .verify import DEFAULT_TRUST_FILE, VerifyOptions, accept_bundle
@@ -90,6 +93,8 @@ class ApplyOptions:
     # Where the bundle came from when not a file the user named (executor
     # pull: the pointer's URL); recorded instead of `bundle`.
     origin: str | None = None
+    # Files that may decrypt the bundle's secrets (executor.sealed).
+    identities: tuple[str, ...] = (DEFAULT_IDENTITY,)
 
     @property
     def kind(self) -> str:
@@ -414,6 +419,10 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
     run.bundle = bundle
     manifest = bundle.manifest
     model = _model_bytes(bundle)
+    # Before anything is unpacked or accepted: a host that cannot read its
+    # secrets changes nothing. The plaintext stays in memory.
+    secrets = open_secrets(bundle, options.identities)
+    hidden = secret_values(secrets)
     run.phase("verify")
     notes = [LogEntry("", note, Level.WARNING) for note in acceptance.notes]
     if acceptance.downgrade_from is not None and not options.rollback:
@@ -471,10 +480,15 @@ def _apply(run: _Run, cleanup: contextlib.ExitStack) -> ApplyResult:
             dry_run=options.dry_run,
             timeout=left(),
             report="",
+            secrets=secrets is not None,
         ),
         cleanup,
         limit=options.timeout,
+        secrets=secrets,
+        hidden=hidden,
     )
+    # Everything the runtime reports, and what deployment code printed.
+    report = redact_report(report, hidden)
     run.phase("run")
     if run.generation is not None and report.error is None:
         notes += [
@@ -532,6 +546,8 @@ def run_runtime(
     request: RunRequest,
     cleanup: contextlib.ExitStack,
     limit: float | None = None,
+    secrets: bytes | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> RunReport:
     """Run the bundle's runtime in a child process and read its report.
 
@@ -539,7 +555,9 @@ def run_runtime(
     if it does not finish shortly after, it is killed, with everything it
     started. A crash of deployment code takes only the child down. Request,
     report and output all go through files: a process that deployment code
-    leaves running can hold no pipe of ours open.
+    leaves running can hold no pipe of ours open. `secrets` (decrypted) go
+    through the runtime's standard input, which it reads whole and closes
+    before deployment code runs: they never touch a disk.
     """
     scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="consign-run-")))
     request_path = scratch / "request.json"
@@ -550,7 +568,7 @@ def run_runtime(
     with open(output_path, "wb") as output:
         process = subprocess.Popen(
             [str(python), "-I", "-u", "-m", "executor.child", str(request_path)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if secrets is None else subprocess.PIPE,
             stdout=output,
             stderr=subprocess.STDOUT,
             env=runtime_environment(),
@@ -558,6 +576,7 @@ def run_runtime(
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+    feeding = None if secrets is None else _feed(process, secrets)
     wait = None if request.timeout is None else request.timeout + KILL_GRACE
     try:
         process.wait(timeout=wait)
@@ -574,7 +593,16 @@ def run_runtime(
         # The executor is stopping (SIGTERM, ^C): let the runtime clean up.
         _kill(process, TERM_GRACE)
         raise
-    text = _tail(output_path)
+    text = _tail(output_path, hidden)
+    if feeding is not None:
+        feeding.join(timeout=KILL_GRACE)
+        if feeding.error is not None and not isinstance(feeding.error, BrokenPipeError):
+            return _failed_report(
+                RuntimeFailure(
+                    f"the secrets could not be handed to the runtime: {feeding.error}",
+                    hint="try again; if it persists, run with --verbose and report it",
+                )
+            )
     if not report_path.is_file():
         how = (
             f"was killed by signal {-process.returncode}"
@@ -614,12 +642,49 @@ def runtime_environment() -> dict[str, str]:
     }
 
 
-def _tail(path: Path) -> str:
-    """The last MAX_RUNTIME_OUTPUT bytes of what the runtime printed."""
+class _Feeder(threading.Thread):
+    """Writes `data` to the runtime's standard input, then closes it: from a
+    thread, since a large selection fills the pipe before the runtime reads."""
+
+    def __init__(self, process: subprocess.Popen[bytes], data: bytes) -> None:
+        super().__init__(name="consign-secrets", daemon=True)
+        assert process.stdin is not None
+        self.stream = process.stdin
+        self.data = data
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            with self.stream:
+                self.stream.write(self.data)
+        except OSError as error:  # the runtime died first (EPIPE), or worse
+            self.error = error
+
+
+def _feed(process: subprocess.Popen[bytes], data: bytes) -> _Feeder:
+    feeder = _Feeder(process, data)
+    feeder.start()
+    return feeder
+
+
+def _tail(path: Path, hidden: frozenset[str] = frozenset()) -> str:
+    """The last MAX_RUNTIME_OUTPUT bytes of what the runtime printed, with
+    the host's secrets hidden before it is cut (a secret cut in half would
+    escape redaction)."""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
-        f.seek(max(f.tell() - MAX_RUNTIME_OUTPUT, 0))
-        return f.read().decode("utf-8", errors="replace").strip()
+        start = max(f.tell() - MAX_RUNTIME_OUTPUT, 0)
+        f.seek(start)
+        text = redact(f.read().decode("utf-8", errors="replace"), hidden)
+    if start > 0:
+        # The cut may have left the end of a secret at the start.
+        for secret in sorted(hidden, key=lambda s: (-len(s), s)):
+            ends = (secret[-k:] for k in range(len(secret) - 1, 0, -1))
+            end = next((e for e in ends if text.startswith(e)), None)
+            if end is not None:
+                text = MASK + text[len(end) :]
+                break
+    return text.strip()
 
 
 def _failed_report(error: ConsignError) -> RunReport:

@@ -28,7 +28,9 @@ from .errors import ConsignError, RunTimeoutError
 from .canonical import CanonicalError
 from .decode import DecodeError
 from .model import HostModel, decode_model
-from .protocol import RUNTIME_READY, RunReport, RunRequest
+from .protocol import RUNTIME_READY, RunReport, RunRequest, redact_report
+from .redact import redact
+from .secrets import HostSecrets, decode_secrets
 from .run import DeadlineReached, RunContext, alarm, interruptible
 
 
@@ -57,15 +59,39 @@ def _model(request: RunRequest) -> HostModel:
     return model
 
 
-def run(request: RunRequest) -> RunReport:
+def _secrets(data: bytes | None) -> HostSecrets:
+    if data is None:
+        return HostSecrets()
+    try:
+        return decode_secrets(data)
+    except (CanonicalError, DecodeError) as exc:
+        raise ModelError(
+            f"the bundle's secrets are invalid: {exc}",
+            hint="the secrets are signed with the bundle, so the builder wrote them this way: "
+            "rebuild the bundle",
+        ) from None
+
+
+def run(request: RunRequest, secrets_data: bytes | None = None) -> RunReport:
+    """Configure and deploy; `secrets_data` is the decrypted secrets blob."""
     started = time.monotonic()
     try:
         model = _model(request)
+        secrets = _secrets(secrets_data)
     except ModelError as exc:
         return RunReport((), (), (), exc, request.target_directory or "")
+    report = _run(request, model, secrets, started)
+    return redact_report(report, secrets.values())
+
+
+def _run(request: RunRequest, model: HostModel, secrets: HostSecrets, started: float) -> RunReport:
+    template.withhold_from_cache(secrets.values())
     deadline = started + request.timeout if request.timeout else None
     context = RunContext(
-        predicting=request.dry_run, deadline=deadline, command_timeout=model.environment.timeout
+        predicting=request.dry_run,
+        deadline=deadline,
+        command_timeout=model.environment.timeout,
+        secrets=secrets.values(),
     )
     target = request.target_directory
     target_directory = Environment(model.environment, target_directory=target).target_directory
@@ -77,7 +103,9 @@ def run(request: RunRequest) -> RunReport:
     with resolving(table), alarm(request.timeout):
         try:
             with interruptible():
-                configured, error = configure_for_host(model, request.repository, target)
+                configured, error = configure_for_host(
+                    model, request.repository, target, secrets
+                )
         except DeadlineReached:
             error = RunTimeoutError(
                 "the run exceeded its time limit while configuring", hint="raise --timeout"
@@ -104,6 +132,23 @@ def _write_report(path: str, text: str) -> None:
     os.rename(temporary, path)
 
 
+def _hidden(data: bytes | None) -> frozenset[str]:
+    try:
+        return _secrets(data).values()
+    except ModelError:
+        return frozenset()
+
+
+def _read_secrets() -> bytes:
+    """The decrypted secrets from standard input, which then becomes
+    /dev/null: no command deployment code starts inherits them."""
+    data = sys.stdin.buffer.read()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return data
+
+
 def _stop(signum: int, _frame: object) -> None:
     # SIGTERM from the executor (stopping, or past the time limit): unwind,
     # so that temporary directories and files are removed on the way out.
@@ -126,13 +171,15 @@ def main() -> int:
     template.use_code_cache(template_cache(sys.prefix, sys.base_prefix))
     with open(sys.argv[1], encoding="utf-8") as f:
         request = RunRequest.from_json(f.read())
+    secrets_data = _read_secrets() if request.secrets else None
     try:
-        report = run(request)
+        report = run(request, secrets_data)
     except Exception as exc:  # noqa: BLE001 - reported as a bug, with its traceback
         error = InternalError(f"the runtime failed: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
-        report = RunReport((), (), (), error, "")
-        traceback.print_exc()
+        hidden = _hidden(secrets_data)
+        report = redact_report(RunReport((), (), (), error, ""), hidden)
+        print(redact(traceback.format_exc(), hidden), file=sys.stderr)
     _write_report(request.report, report.to_json())
     return 0
 

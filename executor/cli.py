@@ -139,6 +139,15 @@ VerboseOption = Annotated[
     typer.Option("--verbose", "-v", help="Also show commands run, every change and diff (not only the first 50 and 20), and tracebacks of failures."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+IdentityOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        help="The key that decrypts the bundle's secrets; repeatable "
+        "[default: config, else /etc/ssh/ssh_host_ed25519_key].",
+    ),
+]
 
 
 def _config(path: Path | None) -> HostConfig:
@@ -170,7 +179,14 @@ APPLY_KEYS: dict[str, Any] = {
     "generation": None,
     "kind": "apply",
 }
-VERIFY_KEYS: dict[str, Any] = {"serial": None, "signer": None, "downgrade_from": None, "notes": []}
+VERIFY_KEYS: dict[str, Any] = {
+    "serial": None,
+    "signer": None,
+    "downgrade_from": None,
+    "notes": [],
+    # None: the bundle has no secrets; else how many values they hold.
+    "secrets": None,
+}
 
 
 def _apply_options(
@@ -183,8 +199,11 @@ def _apply_options(
     runtime_dir: Path | None,
     trust: Path | None,
     revoked: Path | None,
+    identity: list[Path] | None,
     **rest: Any,
 ) -> ApplyOptions:
+    from .sealed import identity_paths
+
     return ApplyOptions(
         bundle=bundle,
         host=_pick(host, config.host, None),
@@ -196,6 +215,7 @@ def _apply_options(
         runtime_directory=_pick(runtime_dir, config.runtime_dir, None),
         metrics_path=config.metrics,
         report_url=config.report,
+        identities=identity_paths([str(p) for p in identity or ()], config.identity),
         **rest,
     )
 
@@ -236,6 +256,7 @@ def apply(
     ] = False,
     timeout: TimeoutOption = None,
     wait: WaitOption = DEFAULT_WAIT_SECONDS,
+    identity: IdentityOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
@@ -251,6 +272,7 @@ def apply(
         runtime_dir,
         trust,
         revoked,
+        identity,
         allow_downgrade=allow_downgrade,
         dry_run=dry_run,
         timeout=timeout,
@@ -283,6 +305,7 @@ def pull(
         float,
         typer.Option("--min-rate", min=1, help="Bytes per second below which a download is retried."),
     ] = 4096.0,
+    identity: IdentityOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
@@ -304,6 +327,7 @@ def pull(
         runtime_dir,
         trust,
         revoked,
+        identity,
         timeout=timeout,
         wait=wait,
     )
@@ -337,6 +361,7 @@ def rollback(
     revoked: RevokedOption = None,
     timeout: TimeoutOption = None,
     wait: WaitOption = DEFAULT_WAIT_SECONDS,
+    identity: IdentityOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
@@ -352,6 +377,7 @@ def rollback(
         runtime_dir,
         trust,
         revoked,
+        identity,
         rollback=True,
         rollback_to=generation,
         timeout=timeout,
@@ -369,10 +395,13 @@ def verify(
     trust: TrustOption = None,
     revoked: RevokedOption = None,
     allow_downgrade: DowngradeOption = False,
+    identity: IdentityOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check a bundle as apply would, without applying or recording anything."""
+    from .sealed import check_secrets, identity_paths
+
     settings = _config(config)
     options = VerifyOptions(
         bundle=str(bundle),
@@ -383,12 +412,13 @@ def verify(
         state_directory=_state(state_dir, settings),
         allow_downgrade=allow_downgrade,
     )
-    acceptance = guarded(
-        lambda: accept_bundle(options),
-        json_error=refused_json(options.host, str(bundle), VERIFY_KEYS) if json_output else None,
-    )
+    json_error = refused_json(options.host, str(bundle), VERIFY_KEYS) if json_output else None
+    acceptance = guarded(lambda: accept_bundle(options), json_error=json_error)
+    # As apply would: this host must be able to read the bundle's secrets.
+    identities = identity_paths([str(p) for p in identity or ()], settings.identity)
+    secrets = guarded(lambda: check_secrets(acceptance.bundle, identities), json_error=json_error)
     if json_output:
-        print_json(acceptance.to_json())
+        print_json({**acceptance.to_json(), "secrets": secrets})
         return
     manifest = acceptance.bundle.manifest
     signer = acceptance.bundle.signer
@@ -404,6 +434,8 @@ def verify(
             f"[yellow]downgrade[/]: older than serial {acceptance.downgrade_from}, which this host "
             "accepted before"
         )
+    if secrets is not None:
+        stdout.print(f"secrets: this host's identity decrypts them ({secrets} values to hide)")
 
 
 @app.command()

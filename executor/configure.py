@@ -8,17 +8,18 @@ its own host only; both must build the same tree, which the model records
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from dataclasses import dataclass
 
-from .redact import mask_url
+from .redact import mask_url, redact
 from .component import Component, user_location
 from .environment import Environment, Host
 from .errors import ConfigurationError, ConsignError, ErrorList, count
 from .loader import Registry, load_components
 from .model import HostModel, RootRecord
 from .resources import FrozenResources
+from .secrets import HostSecrets, SecretFiles, merge
 from .utils import family_defaults
 
 
@@ -30,11 +31,17 @@ class ConfiguredRoot:
 
 
 def runtime_objects(
-    model: HostModel, *, target_directory: str | None = None, base_dir: str | None = None
+    model: HostModel,
+    *,
+    target_directory: str | None = None,
+    base_dir: str | None = None,
+    secret_files: SecretFiles | None = None,
 ) -> tuple[Host, Environment]:
     environment = Environment(
         model.environment, target_directory=target_directory, base_dir=base_dir
     )
+    if secret_files is not None:
+        environment.secret_files = secret_files
     host = Host(model.host, model.environment.service_user)
     return host, environment
 
@@ -45,6 +52,7 @@ def configure_host(
     *,
     target_directory: str | None = None,
     base_dir: str | None = None,
+    secret_files: SecretFiles | None = None,
 ) -> tuple[list[ConfiguredRoot], list[ConsignError]]:
     """Configure every root of `model` on its host; collect the errors of all roots.
 
@@ -52,7 +60,7 @@ def configure_host(
     only its own roots, so it cannot ask the providers).
     """
     host, environment = runtime_objects(
-        model, target_directory=target_directory, base_dir=base_dir
+        model, target_directory=target_directory, base_dir=base_dir, secret_files=secret_files
     )
     environment.resources = FrozenResources(
         {
@@ -133,7 +141,7 @@ def _abstract(value: str, places: list[tuple[str, str]]) -> str:
     return value
 
 
-def tree_of(component: Component) -> tuple[str, ...]:
+def tree_of(component: Component, secrets: Iterable[str] = ()) -> tuple[str, ...]:
     """Breadcrumbs of a configured tree, with machine-specific places abstracted.
 
     The builder and the host see the target directory (``--target-dir``),
@@ -141,9 +149,11 @@ def tree_of(component: Component) -> tuple[str, ...]:
     at different paths; both trees write them as ``{target}``,
     ``{repository}`` and ``{home}``, so that equal configurations compare
     equal and the model holds no path of the machine that built it. URL
-    credentials in names (a Download's URL) are masked.
+    credentials in names (a Download's URL) and the host's `secrets` (a
+    Command's text) are masked.
     """
     places = _places(component.environment)
+    hidden = list(secrets)
     trees = []
     for c in walk(component):
         parts = []
@@ -152,7 +162,7 @@ def tree_of(component: Component) -> tuple[str, ...]:
             name = type(node).namevar
             if name:
                 # Masked: the tree travels in the bundle and shows in errors.
-                value = mask_url(_abstract(str(node.__dict__.get(name)), places))
+                value = redact(mask_url(_abstract(str(node.__dict__.get(name)), places)), hidden)
                 parts.append(f"{type(node).__name__}({value!r})")
             else:
                 parts.append(type(node).__name__)
@@ -174,20 +184,30 @@ def first_tree_difference(expected: tuple[str, ...], actual: tuple[str, ...]) ->
 
 
 def configure_for_host(
-    model: HostModel, repository: str, target: str | None
+    model: HostModel, repository: str, target: str | None, secrets: HostSecrets | None = None
 ) -> tuple[list[ConfiguredRoot], ConsignError | None]:
-    """Load the snapshot's components, configure this host's roots, and check
-    that they form the trees the build recorded."""
+    """Load the snapshot's components, configure this host's roots with its
+    secrets merged in, and check that they form the trees the build recorded."""
+    secrets = secrets or HostSecrets()
     registry, errors = load_components(Path(repository))
     if errors:
         return [], ErrorList(errors, f"{count(len(errors), 'component file')} failed to load")
+    try:
+        model = merge(model, secrets)
+    except ConsignError as error:
+        return [], error
     configured, errors = configure_host(
-        model, registry, target_directory=target, base_dir=repository
+        model,
+        registry,
+        target_directory=target,
+        base_dir=repository,
+        secret_files=SecretFiles(dict(secrets.files), secrets.names),
     )
     if errors:
         return [], ErrorList(errors, f"configure failed on this host ({count(len(errors), 'error')})")
+    hidden = secrets.values()
     for root in configured:
-        difference = first_tree_difference(root.record.tree, tree_of(root.component))
+        difference = first_tree_difference(root.record.tree, tree_of(root.component, hidden))
         if difference:
             return [], ConfigurationError(
                 f"configure on this host built another tree than the build did: {difference}",

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from .model import EnvironmentRecord, FamilyRequirement, HostRecord, VfsMode, VfsRules
 from .resources import NoResources, Resources
+from .secrets import SecretFiles
 
 
 class Host:
@@ -61,6 +62,8 @@ class Environment:
         self.workdir_base = posixpath.join(self.target_directory, "work")
         # provide / require: the builder's registry, or the model's record.
         self.resources: Resources = NoResources()
+        # The environment's secret-*.age files (see executor.secrets).
+        self.secret_files: SecretFiles = SecretFiles({})
 
     def map(self, path: str) -> str:
         """Rewrite an absolute path: relocate it with the target, then by VFS.

@@ -13,6 +13,7 @@ such by the command line.
     │   ├── AttributeValueError    an attribute has no value, or conversion failed
     │   ├── OverrideError          an override names no attribute of the root
     │   ├── TemplateError          a template failed to render
+    │   ├── UnknownSecretFile      environment.secret_files has no such name (also a KeyError)
     │   └── ModeError              a file mode that is not octal or rwx notation
     ├── ErrorList                  several errors at once (a build, a host's configure)
     ├── StateError                 the state directory cannot be read or written
@@ -30,6 +31,7 @@ such by the command line.
         ├── WrongTargetError       a bundle for another host or environment
         ├── SignatureError         unsigned, or no signature by a trusted key
         ├── RollbackError          older than the newest bundle this host accepted
+        ├── SecretsKeyError        this host's identity cannot decrypt the bundle's secrets
         └── TrustError             the allowed signers file cannot be used
 
 Both command lines map these to exit codes in one place (:class:`ExitCode`).
@@ -131,6 +133,15 @@ class TemplateError(ConfigurationError):
     code = "template-error"
 
 
+class UnknownSecretFile(ConfigurationError, KeyError):
+    """A KeyError too, so that ``secret_files.get(name)`` works."""
+
+    code = "unknown-secret-file"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 class ModeError(ConfigurationError):
     code = "bad-mode"
 
@@ -214,6 +225,12 @@ class SignatureError(RefusedError):
 
 class RollbackError(RefusedError):
     code = "rollback"
+
+
+class SecretsKeyError(RefusedError):
+    """The bundle's secrets cannot be decrypted with this host's identity."""
+
+    code = "secrets-key"
 
 
 class TrustError(RefusedError):

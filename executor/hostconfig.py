@@ -9,6 +9,7 @@ wins). Example::
     trust = "/etc/consign/allowed_signers"
     state_dir = "/var/lib/consign"
     metrics = "/var/lib/prometheus/node-exporter/consign.prom"
+    identity = "/etc/ssh/ssh_host_ed25519_key"   # decrypts the bundles' secrets
 
 ``CONSIGN_CONFIG`` or ``--config`` name another file. The default file may
 be missing (every setting then has its default); a file named explicitly
@@ -42,6 +43,8 @@ class HostConfig:
     metrics: str | None = None
     # Where each run's status JSON is PUT (REPORT/<host>.json); off when unset.
     report: str | None = None
+    # The key(s) that decrypt bundles' secrets, comma-separated [default: the SSH host key].
+    identity: str | None = None
     path: str | None = None
 
     def to_toml(self) -> str:
@@ -117,6 +120,11 @@ def load_host_config(explicit: str | None = None) -> HostConfig:
             raise HostConfigError(
                 f"the executor config {path}: report must be an http(s) URL, got {value!r}",
                 hint='write e.g. report = "https://deploy.example.com/status/prod"',
+            )
+        if key == "identity" and not all(os.path.isabs(p.strip()) for p in value.split(",")):
+            raise HostConfigError(
+                f"the executor config {path}: identity must be absolute paths, got {value!r}",
+                hint='write e.g. identity = "/etc/ssh/ssh_host_ed25519_key"',
             )
         if key in _PATHS and not os.path.isabs(value):
             raise HostConfigError(

@@ -205,16 +205,20 @@ def _root(value: object, path: str) -> RootRecord:
     return root
 
 
-def _requirement(value: object, path: str) -> RequirementRecord:
-    f = Fields(value, path)
+def requirement_fields(f: Fields) -> RequirementRecord:
+    """A requirement's key, host and frozen values from `f` (which may hold
+    more fields: the caller checks it is done)."""
     values = f.raw("values")
     if not isinstance(values, list):
         raise DecodeError(f.path("values"), f"expected an array, got {shown(values)}")
     for index, item in enumerate(values):
         check_frozen(item, f"{f.path('values')}[{index}]")
-    requirement = RequirementRecord(
-        key=f.string("key"), host=f.optional_string("host"), values=tuple(values)
-    )
+    return RequirementRecord(key=f.string("key"), host=f.optional_string("host"), values=tuple(values))
+
+
+def _requirement(value: object, path: str) -> RequirementRecord:
+    f = Fields(value, path)
+    requirement = requirement_fields(f)
     f.done()
     return requirement
 

@@ -5,10 +5,14 @@ consign and requirements) may be different consign versions, so what
 passes between them is small, explicit JSON with a protocol number:
 
     executor  --file-->  {"protocol": 1, "model": <base64>, "repository": ...}
+    executor  --stdin-->  the decrypted secrets (only when "secrets" is true)
     runtime   --file-->  {"protocol": 1, "roots": [...], "log": [...], ...}
 
-Both go through files, not pipes: deployment code may print anything, and
-may leave processes behind that hold inherited descriptors.
+Request and report go through files, not pipes: deployment code may print
+anything, and may leave processes behind that hold inherited descriptors.
+The secrets never touch a disk: the runtime reads them from its standard
+input, to the end, before any deployment code runs, and then replaces it
+with /dev/null.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from __future__ import annotations
 import base64
 import json
 import traceback
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .outcome import RootOutcome, RootStatus
 from .errors import ConsignError
+from .redact import redact, redact_error
 from .run import FileDiff, Level, LogEntry
 
 PROTOCOL = 1
@@ -104,6 +110,8 @@ class RunRequest:
     dry_run: bool
     timeout: float | None
     report: str
+    # The decrypted secrets follow on the runtime's standard input.
+    secrets: bool = False
 
     def to_json(self) -> str:
         return json.dumps(
@@ -117,6 +125,7 @@ class RunRequest:
                 "dry_run": self.dry_run,
                 "timeout": self.timeout,
                 "report": self.report,
+                "secrets": self.secrets,
             }
         )
 
@@ -138,6 +147,7 @@ class RunRequest:
                 dry_run=bool(data["dry_run"]),
                 timeout=data["timeout"],
                 report=str(data["report"]),
+                secrets=data.get("secrets") is True,
             )
         except (KeyError, ValueError) as exc:
             raise ProtocolError(f"the request is incomplete: {exc}") from None
@@ -204,3 +214,36 @@ class RunReport:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError(f"the report is incomplete: {exc}") from None
+
+
+def redact_report(report: RunReport, secrets: Iterable[str]) -> RunReport:
+    """`report` with every secret value hidden, wherever the runtime put it."""
+    values = list(secrets)
+    if not values:
+        return report
+
+    def hide(text: str) -> str:
+        return redact(text, values)
+
+    return replace(
+        report,
+        roots=tuple(
+            replace(
+                r,
+                changed=tuple(hide(c) for c in r.changed),
+                reason=hide(r.reason),
+            )
+            for r in report.roots
+        ),
+        log=tuple(LogEntry(hide(e.component), hide(e.message), e.level) for e in report.log),
+        diffs=tuple(
+            FileDiff(
+                hide(d.component),
+                hide(d.path),
+                None if d.diff is None else hide(d.diff),
+                hide(d.note),
+            )
+            for d in report.diffs
+        ),
+        error=None if report.error is None else redact_error(report.error, values),
+    )

@@ -3,7 +3,8 @@
 - :func:`mask_url` hides the credentials of every URL in a text
   (``https://user:secret@host`` becomes ``https://user:***@host``).
 - :func:`redact` replaces given secret values (a command's environment,
-  say) wherever they appear in a text.
+  the bundle's secrets) wherever they appear in a text;
+  :func:`redact_error` does so in an error and the errors it stands for.
 
 Both over-mask rather than under-mask: what they return is for display,
 never for use.
@@ -12,7 +13,10 @@ never for use.
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterable
+
+from .errors import ConsignError
 
 # scheme://userinfo@ — the userinfo runs to the *last* "@" before the end of
 # the URL (whitespace or a quote), so a password with an unencoded "/", "#",
@@ -58,6 +62,40 @@ def mask_url(text: str) -> str:
 def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with every occurrence of each secret (at least
     MIN_SECRET_LENGTH characters) replaced by ``***``, longest first."""
-    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+    # Longest first, then by text: the same result in every process.
+    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=lambda s: (-len(s), s)):
         text = text.replace(secret, MASK)
     return text
+
+
+def redact_error(error: ConsignError, secrets: Iterable[str]) -> ConsignError:
+    """`error` (and the errors it stands for, at any depth) with every secret
+    value hidden in its message, place, hint and traceback; changed in
+    place and returned. The exception that caused an error (whose message
+    may quote a value) becomes a redacted traceback text, `detail`."""
+    values = list(secrets)
+    if not values:
+        return error
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        part = pending.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        part.message = redact(part.message, values)
+        part.args = (part.message,)
+        part.where = None if part.where is None else redact(part.where, values)
+        part.hint = None if part.hint is None else redact(part.hint, values)
+        detail = getattr(part, "detail", None)
+        cause = part.__cause__
+        if detail is None and cause is not None:
+            detail = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+        if isinstance(detail, str):
+            setattr(part, "detail", redact(detail, values))
+        part.__cause__ = None
+        part.__context__ = None
+        part.__suppress_context__ = True
+        pending.extend(p for p in part.parts() if p is not part)
+        pending.extend(getattr(part, "errors", ()))
+    return error

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from .errors import RunTimeoutError
+from .redact import redact
 
 
 class Level(enum.Enum):
@@ -52,6 +53,19 @@ class RunContext:
     command_timeout: float | None = None
     log: list[LogEntry] = field(default_factory=list)
     diffs: list[FileDiff] = field(default_factory=list)
+    # The host's secret values (executor.secrets): never shown in a diff.
+    secrets: frozenset[str] = frozenset()
+
+    def holds_secret(self, data: bytes, encoding: str = "utf-8") -> bool:
+        """Whether `data` (a file's content in `encoding`) contains a secret value."""
+        if not self.secrets:
+            return False
+        text = data.decode(encoding, "replace")
+        return any(secret in text for secret in self.secrets)
+
+    def hide(self, text: str) -> str:
+        """`text` with the host's secret values masked."""
+        return redact(text, self.secrets) if self.secrets else text
 
     def emit(self, component: str, message: str, level: Level = Level.INFO) -> None:
         self.log.append(LogEntry(component, message, level))

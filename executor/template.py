@@ -41,6 +41,17 @@ def use_code_cache(directory: Path | None) -> None:
     codecache.use(directory)
 
 
+# Compiled code holds a template's literal text: one that contains a secret
+# value (a File's content made with an f-string, say) is never cached on disk.
+_withheld: frozenset[str] = frozenset()
+
+
+def withhold_from_cache(secrets: frozenset[str]) -> None:
+    """Never write templates that contain one of `secrets` to the code cache."""
+    global _withheld
+    _withheld = secrets
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str, name: str) -> jinja2.Template:
     # Compiling dominates rendering; one deployment renders the same few
@@ -55,6 +66,8 @@ def _compile(text: str, name: str) -> jinja2.Template:
 def _code(environment: jinja2.Environment, text: str, name: str) -> types.CodeType:
     import jinja2
 
+    if any(secret in text for secret in _withheld):
+        return environment.compile(text, name=name, filename=name)
     return codecache.cached(
         ["template", jinja2.__version__, name, text],
         lambda: environment.compile(text, name=name, filename=name),

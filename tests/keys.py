@@ -28,3 +28,15 @@ def signing_key() -> SigningKey:
     trust.write_text(allowed_signers_line(public) + "\n")
     trust.chmod(0o644)
     return SigningKey(private, trust)
+
+
+def ssh_keypair(path: Path, passphrase: str = "", kind: str = "ed25519") -> Path:
+    """An OpenSSH key pair made by ssh-keygen: `path` and `path.pub`."""
+    import subprocess
+
+    extra = ["-b", "2048"] if kind == "rsa" else []
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, *extra, "-N", passphrase, "-C", path.name, "-f", str(path)],
+        check=True,
+    )
+    return path

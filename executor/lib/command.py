@@ -118,7 +118,7 @@ class PendingMarker:
         self.set_in_this_run = True
         path = self.path
         os.makedirs(posixpath.dirname(path), exist_ok=True)
-        note = f"{self.kind} pending for {self.component._breadcrumbs}\n"
+        note = f"{self.kind} pending for {_run.current().hide(self.component._breadcrumbs)}\n"
         write_atomic(path, note.encode("utf-8"), mode=0o600, follow_symlinks=False)
 
     def clear(self) -> None:
@@ -331,8 +331,10 @@ class Command(Component):
     # -- verify and update -------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        """`text` without the values of env (for everything logged or raised)."""
-        return redact(text, self._env.values()) if self._env else text
+        """`text` without the values of env and the host's secrets (for
+        everything logged or raised, before it is cut to length)."""
+        hidden = [*(self._env or {}).values(), *_run.current().secrets]
+        return redact(text, hidden) if hidden else text
 
     @property
     def _text(self) -> str:

@@ -768,7 +768,8 @@ class Content(Component):
 
     def _report(self, current: bytes) -> None:
         crumbs = self._breadcrumbs
-        diffs = _run.current().diffs
+        run = _run.current()
+        diffs = run.diffs
         if len(diffs) >= DIFFS_PER_RUN:
             # A first deploy of 10,000 files: nobody reads 10,000 diffs, and
             # making them costs seconds and megabytes.
@@ -776,6 +777,10 @@ class Content(Component):
             change = _run.FileDiff(crumbs, self.path, None, note)
         elif self.sensitive_data:
             change = _run.FileDiff(crumbs, self.path, None, "sensitive content: diff withheld")
+        elif any(run.holds_secret(data, self.encoding or "utf-8") for data in (current, self._data)):
+            change = _run.FileDiff(
+                crumbs, self.path, None, "content holds a secret value: diff withheld"
+            )
         else:
             diff, note = _diff(self.path, current, self._data, self.encoding or "utf-8")
             change = _run.FileDiff(crumbs, self.path, diff, note)

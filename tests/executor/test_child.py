@@ -582,7 +582,7 @@ def test_the_child_refuses_a_model_of_another_host(
 def test_a_bug_in_the_runtime_is_reported_with_its_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(request: RunRequest) -> RunReport:
+    def broken(request: RunRequest, secrets: bytes | None = None) -> RunReport:
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(executor.child, "run", broken)

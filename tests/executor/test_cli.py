@@ -247,6 +247,7 @@ def revoked_keys(tmp_path: Path) -> Path:
 FINGERPRINT = read_public_key(signing_key().private).fingerprint()
 VERIFY_JSON_KEYS = {
     "host", "environment", "bundle", "status", "serial", "signer", "downgrade_from", "notes", "error",
+    "secrets",
 }  # fmt: skip
 
 
@@ -275,6 +276,7 @@ def test_verify_json_reports_the_bundle_it_accepted(fleet: Fleet, tmp_path: Path
         "downgrade_from": None,
         "notes": [],
         "error": None,
+        "secrets": None,
     }
 
 
@@ -294,6 +296,7 @@ def test_verify_json_of_a_refused_bundle_has_the_same_keys(fleet: Fleet, tmp_pat
         "signer": None,
         "downgrade_from": None,
         "notes": [],
+        "secrets": None,
     }
     assert error["code"] == "wrong-target"
     assert error["message"] == "this bundle is for host 'web1' (web1), but this host is 'web2'"

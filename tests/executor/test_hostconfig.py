@@ -21,7 +21,7 @@ from tests.keys import signing_key
 
 runner = CliRunner()
 
-KNOWN = "known: host, environment, trust, revoked, state_dir, target_dir, runtime_dir, metrics, report"
+KNOWN = "known: host, environment, trust, revoked, state_dir, target_dir, runtime_dir, metrics, report, identity"
 
 
 def toml_error(text: str) -> str:
@@ -73,6 +73,11 @@ def toml_error(text: str) -> str:
             "the executor runs from any directory; give the full path",
         ),
         (
+            'identity = "/etc/ssh/ssh_host_ed25519_key, keys/age.txt"\n',
+            ": identity must be absolute paths, got '/etc/ssh/ssh_host_ed25519_key, keys/age.txt'",
+            'write e.g. identity = "/etc/ssh/ssh_host_ed25519_key"',
+        ),
+        (
             "host = web1\n",
             f" is not valid TOML: {toml_error('host = web1')}",
             "write it again with 'executor init --force', or fix the line named",
@@ -104,6 +109,7 @@ def toml_error(text: str) -> str:
         "list",
         "relative",
         "tilde",
+        "identity-relative",
         "invalid",
         "duplicate",
         "not-utf8",
@@ -179,6 +185,7 @@ def test_every_setting_is_read(tmp_path: Path) -> None:
         'target_dir = "/srv/app"\n'
         'runtime_dir = "/var/cache/consign/runtimes"\n'
         'metrics = "/var/lib/prometheus/node-exporter/consign.prom"\n'
+        'identity = "/etc/consign/host-age.txt"\n'
     )
 
     assert load_host_config(str(path)) == HostConfig(
@@ -190,6 +197,7 @@ def test_every_setting_is_read(tmp_path: Path) -> None:
         target_dir="/srv/app",
         runtime_dir="/var/cache/consign/runtimes",
         metrics="/var/lib/prometheus/node-exporter/consign.prom",
+        identity="/etc/consign/host-age.txt",
         path=str(path),
     )
 

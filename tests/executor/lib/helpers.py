@@ -63,10 +63,11 @@ def deploy(
     predicting: bool = False,
     defdir: Path | None = None,
     vfs: VfsRules | None = None,
+    secrets: frozenset[str] = frozenset(),
 ) -> tuple[DeployOutcome, RunContext]:
     """Configure a fresh root and deploy it once; return the outcome and the run."""
     component = configure(factory, tmp_path, defdir=defdir, vfs=vfs)
-    run = RunContext(predicting=predicting)
+    run = RunContext(predicting=predicting, secrets=secrets)
     outcome = deploy_roots([ConfiguredRoot(RootRecord(ROOT_NAME), component)], run)
     return outcome, run
 

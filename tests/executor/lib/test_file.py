@@ -333,6 +333,29 @@ def test_sensitive_content_is_changed_without_a_diff(tmp_path: Path) -> None:
     assert "password" not in change.note
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_content_that_holds_a_secret_is_changed_without_a_diff(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "app.conf"
+    path.write_text("password=pw-old-123456\nmode=1\n", encoding=encoding)
+    secrets = frozenset({"pw-old-123456", "pw-new-654321"})
+
+    def make() -> Component:
+        return File(str(path), content="password=pw-new-654321\nmode=1\n", encoding=encoding)
+
+    outcome, run = deploy(make, tmp_path, secrets=secrets)
+
+    assert outcome.error is None
+    assert path.read_text(encoding=encoding) == "password=pw-new-654321\nmode=1\n"
+    [change] = run.diffs
+    assert change.diff is None
+    assert change.note == "content holds a secret value: diff withheld"
+    # A file without a secret still shows its diff in the same run.
+    other = tmp_path / "plain.conf"
+    other.write_text("old\n")
+    _, run = deploy(lambda: File(str(other), content="new\n"), tmp_path, secrets=secrets)
+    assert run.diffs[0].diff is not None and "+new" in run.diffs[0].diff
+
+
 def test_binary_content_is_reported_without_a_diff(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"\x00\x01old")
