@@ -21,3 +21,24 @@ os.environ.setdefault("CONSIGN_DNS", "offline")
 for _directory in (os.environ["CONSIGN_CACHE_DIR"], os.environ["CONSIGN_RUNTIME_DIR"]):
     os.makedirs(_directory, mode=0o700, exist_ok=True)
     os.chmod(_directory, 0o700)
+
+
+# Property-based tests (hypothesis): a bounded, reproducible set of examples
+# in the suite ("ci"); HYPOTHESIS_PROFILE=long searches more, at random.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from executor.state import load_state
 from tests.deployments import deployment, git_commit, verified
 from tests.keys import signing_key, ssh_keypair
 
@@ -311,6 +312,20 @@ def test_a_host_with_another_key_is_refused_and_nothing_changes(
     assert "ssh-ed25519 key tagged" in completed.stderr
     assert "recipient" in completed.stderr
     assert not (tmp_path / "target").exists()
+    # A host that applied before (with its own key) stays as it was: its
+    # files, generations and store, and what its state accepted (the state
+    # and the records only note the refusal).
+    apply(repo, tmp_path, keys.web1)
+
+    def host() -> tuple[object, ...]:
+        records = ("audit.log", "lock", "status.json", "state.msgpack")
+        state = load_state(str(tmp_path / "state"))
+        files = {p: d for p, d in tree_bytes(tmp_path) if not p.name.endswith(records)}
+        return files, state.highest_serial, state.current, state.bundle
+
+    kept = host()
+    assert apply(repo, tmp_path, keys.web2, check=False).returncode == 3
+    assert host() == kept
     missing = apply(repo, tmp_path, tmp_path / "no-such-key", check=False)
     assert missing.returncode == 3
     assert "no-such-key cannot be read" in missing.stderr

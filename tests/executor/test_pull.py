@@ -26,7 +26,7 @@ from executor.pointer import PointerExpired, read_pointer
 from executor.pull import PullOptions, PullResult, pull
 from executor.state import load_state
 from tests.deployments import apply_options, build_bundles, deployment
-from tests.faulty_http import Endless, FaultyServer, Status, Truncate, etag_of
+from tests.faulty_http import Endless, FaultyServer, Status, Trickle, Truncate, etag_of
 from tests.keys import signing_key
 
 APP = """
@@ -247,6 +247,31 @@ def test_a_blob_truncated_every_time_fails_cleanly_and_applies_nothing(
     assert status(tmp_path)["last_run"]["result"] == "failed"
     last_success = status(tmp_path)["last_success"]
     assert (last_success["result"], last_success["bundle"]) == ("ok", releases.first.digest)
+
+
+def test_a_blob_trickled_past_the_deadline_fails_and_applies_nothing(
+    releases: Releases, server: FaultyServer, tmp_path: Path, delays: list[float]
+) -> None:
+    pull(options(server, tmp_path))
+    before = (tmp_path / "state/state.msgpack").read_bytes()
+    server.serve(releases.second.published)
+    slow = releases.new_in_second()[0]
+    # 8 bytes every 100 ms: the pull's deadline passes long before the end.
+    server.always(blob_path(slow), Trickle(step=8, interval=0.1))
+
+    with pytest.raises(FetchError) as caught:
+        pull(options(server, tmp_path, deadline=3.0))
+
+    assert "the pull's deadline passed" in caught.value.message
+    server.wait_idle()
+    # Nothing applied: the target, the state and the generations are as they were.
+    assert app_conf(tmp_path) == "release 1\n"
+    assert (tmp_path / "state/state.msgpack").read_bytes() == before
+    assert os.listdir(tmp_path / "state/generations") == ["1"]
+    assert_no_partial_files(tmp_path)
+    last = audit(tmp_path)[-1]
+    assert (last["kind"], last["result"], last["error"]["code"]) == ("pull", "failed", "fetch-failed")
+    assert status(tmp_path)["last_run"]["result"] == "failed"
 
 
 def test_a_failed_download_is_recorded_with_the_pointer_it_followed(
