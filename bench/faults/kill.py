@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from executor.fs import die_with_parent  # noqa: E402
 from tests.deployments import build_bundles, deployment  # noqa: E402
 from tests.keys import signing_key  # noqa: E402
 
@@ -97,7 +98,43 @@ class Host:
             [str(BIN / "executor"), "status", "--state-dir", str(self.state), "--json"],
             capture_output=True, text=True, env=self.env, check=False,
         )
-        return completed.returncode == 0 and bool(json.loads(completed.stdout))
+        try:
+            return completed.returncode == 0 and bool(json.loads(completed.stdout))
+        except json.JSONDecodeError:
+            return False
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, at any depth (from /proc)."""
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
+def gone(pids: list[int], timeout: float = 30.0) -> bool:
+    """Wait until none of `pids` runs any more (the runtime dies with its
+    parent, PR_SET_PDEATHSIG, but may be inside a long write)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def torn(found: dict[str, bytes], versions: list[dict[str, bytes]]) -> list[str]:
@@ -139,6 +176,7 @@ def campaign(trials: int, seed: int, files: int, big_mb: int, work: Path) -> dic
     failures: list[dict[str, Any]] = []
     delays = []
     killed_before_end = 0
+    killed_with_runtime = 0
     staged_after_kill = 0
     campaign_started = time.perf_counter()
     for trial in range(trials):
@@ -146,14 +184,19 @@ def campaign(trials: int, seed: int, files: int, big_mb: int, work: Path) -> dic
         delay = rng.uniform(0, 1.2 * normal)
         delays.append(delay)
         process = subprocess.Popen(host.argv(bundles[other]), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, env=host.env)
+                                   stderr=subprocess.DEVNULL, env=host.env, preexec_fn=die_with_parent)
         time.sleep(delay)
+        children: list[int] = []
         if process.poll() is None:
+            children = descendants(process.pid)
             killed_before_end += 1
+            # The executor had started the runtime (or a tool making it): mid-apply.
+            killed_with_runtime += bool(children)
             process.send_signal(signal.SIGKILL)
         process.wait()
-        time.sleep(0.05)  # the runtime dies with its parent (PR_SET_PDEATHSIG)
         problem: dict[str, Any] = {"trial": trial, "delay_s": round(delay, 3)}
+        if not gone(children):
+            problem["survivors"] = children
         after_kill = host.files()
         bad = torn(after_kill, contents)
         if bad:
@@ -178,6 +221,8 @@ def campaign(trials: int, seed: int, files: int, big_mb: int, work: Path) -> dic
         "big_mb": big_mb,
         "normal_apply_s": round(normal, 3),
         "killed_before_end": killed_before_end,
+        "killed_with_runtime": killed_with_runtime,
+        "delay_bound_s": round(1.2 * normal, 3),
         "staging_files_after_kill": staged_after_kill,
         "delay_max_s": round(max(delays), 3) if delays else 0,
         "campaign_s": round(time.perf_counter() - campaign_started, 1),
@@ -194,7 +239,9 @@ def render(data: dict[str, Any]) -> str:
         f"- {data['trials']} trials (seed {data['seed']}), {data['files']} managed files "
         f"({data['big_mb']} MB in one), a normal apply takes {data['normal_apply_s']} s;",
         f"- killed before the apply ended: {data['killed_before_end']} of {data['trials']} "
-        f"(delays uniform in 0..{data['delay_max_s']} s);",
+        f"(delays uniform in 0..{data['delay_bound_s']} s), of which {data['killed_with_runtime']} while "
+        "the executor had started a child (the runtime, or a tool making it): the rest in start-up "
+        "or verification;",
         f"- kills that left a staging file (`.consign-NAME.XXXXXXXX`, the file being written, never "
         f"the file itself): {data['staging_files_after_kill']}; the next apply removed every one;",
         f"- failures (torn file, unreadable state, no convergence, files left over after the next "

@@ -9,7 +9,8 @@ suite; this is the longer campaign.
 
 TARGET is one of: environment (the environment file parser), bundle (the
 bundle framing, manifest and blobs read without trust, as `bundle inspect`
-does, and with the signature check), pointer (a pull pointer), model (the
+does, and the signature parsing a host does before it checks a signature:
+with an empty trust, nothing verifies), pointer (a pull pointer), model (the
 host model decoder), secrets (the decrypted secrets selection), canonical
 (the bounded msgpack unpacker). Each target accepts the documented errors
 (ConsignError and its families, DecodeError, CanonicalError); any other
@@ -23,8 +24,10 @@ coverage, crashes).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -62,7 +65,9 @@ def _load(target: str) -> Any:
         from executor.sshsig import Trust
 
     documented = (ConsignError, DecodeError, CanonicalError)
-    scratch = Path(tempfile.mkdtemp(prefix="consign-fuzz-")) / "bundle"
+    directory = tempfile.mkdtemp(prefix="consign-fuzz-")
+    atexit.register(shutil.rmtree, directory, True)
+    scratch = Path(directory) / "bundle"
     trust = Trust([], set())
 
     def environment(data: bytes) -> None:
@@ -178,7 +183,9 @@ def campaign(seconds: int) -> dict[str, Any]:
         output = completed.stdout + completed.stderr
         executions = re.findall(r"stat::number_of_executed_units:\s*(\d+)", output)
         done = _STAT.findall(output)
-        crashed = completed.returncode != 0
+        # A crash leaves its input as an artifact; other exits are not crashes.
+        artifacts = sorted(p.name for p in CRASHES.glob(f"{target}-*"))
+        crashed = any(name.startswith(f"{target}-crash-") for name in artifacts)
         # Keep a minimal corpus in the repository. libFuzzer's merge starts
         # itself again by argv[0], which must be executable: a wrapper.
         with tempfile.TemporaryDirectory() as scratch:
@@ -202,6 +209,8 @@ def campaign(seconds: int) -> dict[str, Any]:
             "features": int(done[-1][2]) if done else None,
             "corpus_files": len(list(corpus.iterdir())),
             "crashed": crashed,
+            "exit": completed.returncode,
+            "artifacts": artifacts,
             "tail": output.strip().splitlines()[-12:] if crashed else [],
         }
         print(target, json.dumps(results[target]), flush=True)

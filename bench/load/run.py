@@ -61,8 +61,9 @@ class Measured:
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
         self.log = log
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.errors = log.with_suffix(".err")
+        with open(log, "wb") as out, open(self.errors, "wb") as err:
+            self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
         self.started = time.perf_counter()
         self.returncode: int | None = None
         self.rss_mb = 0.0
@@ -77,7 +78,15 @@ class Measured:
         return self
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") + self.errors.read_text(errors="replace")
+
+    def result(self) -> dict[str, Any]:
+        """The --json result on standard output ({} when there is none)."""
+        try:
+            data: dict[str, Any] = json.loads(self.log.read_text(errors="replace"))
+        except json.JSONDecodeError:
+            return {}
+        return data
 
 
 def together(commands: list[list[str]], cwd: Path, env: dict[str, str], logs: Path) -> tuple[float, list[Measured]]:
@@ -85,10 +94,14 @@ def together(commands: list[list[str]], cwd: Path, env: dict[str, str], logs: Pa
     logs.mkdir(parents=True, exist_ok=True)
     gate = threading.Barrier(len(commands))
     runs: list[Measured | None] = [None] * len(commands)
+    problems: list[str] = []
 
     def start(index: int) -> None:
         gate.wait()
-        runs[index] = Measured(commands[index], cwd, env, logs / f"{index:03d}.log").wait()
+        try:
+            runs[index] = Measured(commands[index], cwd, env, logs / f"{index:03d}.log").wait()
+        except OSError as error:  # could not even start (EMFILE, EAGAIN): a lost run
+            problems.append(f"run {index}: {error}")
 
     started = time.perf_counter()
     threads = [threading.Thread(target=start, args=(i,)) for i in range(len(commands))]
@@ -96,6 +109,8 @@ def together(commands: list[list[str]], cwd: Path, env: dict[str, str], logs: Pa
         thread.start()
     for thread in threads:
         thread.join()
+    if problems:
+        raise SystemExit("runs could not start: " + "; ".join(problems))
     return time.perf_counter() - started, [r for r in runs if r is not None]
 
 
@@ -160,8 +175,10 @@ def pull(work: Path, count: int) -> dict[str, Any]:
         1 for h in hosts[1:] if (work / "hosts" / h / "target" / "work" / "worker" / "worker-4.conf").is_file()
     )
     result = summary(wall, runs)
-    result.update(executors=count - 1, applied=applied, requests=len(requests),
-                  http_errors=sum(1 for r in requests if r.status >= 400))
+    errors = sum(1 for r in requests if r.status >= 400)
+    result.update(executors=count - 1, applied=applied, requests=len(requests), http_errors=errors)
+    # Lost is failed: a host that did not apply, a request nginx refused.
+    result["failed"] += (count - 1 - applied) + errors
     return result
 
 
@@ -177,10 +194,14 @@ def queue(work: Path, count: int) -> dict[str, Any]:
     first = Measured(command, work, env, work / "first.log").wait()  # makes the runtime
     assert first.returncode == 0, first.output()
     wall, runs = together([command] * count, work, env, work / "queue-logs")
-    audit = (state / "audit.log").read_text().splitlines()
-    changed = [json.loads(r.output()).get("changed") for r in runs if r.returncode == 0]
+    records = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
+    recorded = sum(1 for r in records if r.get("kind") == "apply" and r.get("result") == "ok") - 1
+    changed = [r.result().get("changed") for r in runs if r.returncode == 0]
     result = summary(wall, runs)
-    result.update(applies=count, audit_records=len(audit) - 1, runs_that_changed=sum(1 for c in changed if c))
+    result.update(applies=count, audit_records=recorded, runs_that_changed=sum(1 for c in changed if c))
+    # Every queued apply must be recorded, and the host must end converged.
+    converged = (target / "work" / "worker" / "worker-4.conf").is_file()
+    result["failed"] += abs(count - recorded) + (not converged)
     return result
 
 
@@ -189,6 +210,7 @@ def build(work: Path, count: int) -> dict[str, Any]:
     repo, env, _trust = setup(work, hosts)
     warm = Measured([str(BIN / "bundle"), "build", "load", "--host", hosts[0]], repo, env, work / "warm.log").wait()
     assert warm.returncode == 0, warm.output()  # the runtime, built once (not measured)
+    shutil.rmtree(repo / "bundles")
     run = Measured([str(BIN / "bundle"), "build", "load"], repo, env, work / "build.log").wait()
     bundles = list((repo / "bundles" / "load").glob("*.bundle"))
     return {
@@ -197,7 +219,7 @@ def build(work: Path, count: int) -> dict[str, Any]:
         "wall_s": round(run.seconds, 2),
         "peak_rss_mb": round(run.rss_mb, 1),
         "bundles": len(bundles),
-        "failed": int(run.returncode != 0),
+        "failed": int(run.returncode != 0) + abs(count - len(bundles)),
         "per_host_ms": round(run.seconds / count * 1000, 2),
     }
 
@@ -210,7 +232,7 @@ def render(data: dict[str, Any]) -> str:
         lines += [f"- **{p['executors']} executors pulling at once** from one nginx: all done in {p['wall_s']} s "
                   f"(slowest {p['slowest_s']} s); applied {p['applied']} of {p['executors']}, failed {p['failed']}; "
                   f"{p['requests']} HTTP requests, {p['http_errors']} errors; peak RSS {p['peak_rss_mb_one']} MB "
-                  f"per executor, {p['peak_rss_mb_sum']} MB summed."]
+                  f"per executor ({p['peak_rss_mb_sum']} MB summed over all: an upper bound, the peaks need not coincide)."]
     if "queue" in data:
         q = data["queue"]
         lines += [f"- **{q['applies']} applies queued on one host's lock**: all done in {q['wall_s']} s "
@@ -251,6 +273,8 @@ def main() -> int:
                             capture_output=True, text=True, check=False).stdout.strip()
     data.update(command="python bench/load/run.py " + " ".join(sys.argv[1:]), commit=commit,
                 date=time.strftime("%Y-%m-%d"))
+    for scenario in scenarios:  # each scenario keeps the commit it ran at
+        data[scenario].update(commit=commit, date=data["date"])
     print(render(data))
     if not args.no_save:
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
