@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import executor.apply
-from executor.apply import ApplyStatus, apply_bundle
+from executor.apply import ApplyResult, ApplyStatus, apply_bundle
 from executor.errors import StateError
 from executor.state import load_state
 from tests.deployments import apply_options, build_bundles, deployment
@@ -87,6 +87,12 @@ def versions(tmp_path: Path, *, size: int = 1000, repo_blob: int = 0) -> tuple[P
     return built[0], built[1]
 
 
+def apply_to(bundle: Path, tmp_path: Path, state: Path, target: Path) -> ApplyResult:
+    return apply_bundle(
+        apply_options(bundle, tmp_path, state_directory=str(state), target_directory=str(target))
+    )
+
+
 def host_view(state: Path, target: Path) -> tuple[object, ...]:
     """What must not change when an apply fails: the accepted state, the
     generations and the store's entries, the deployed files."""
@@ -101,13 +107,12 @@ def test_a_full_disk_is_refused_before_unpacking(tmp_path: Path, mounts: list[Pa
     v1, v2 = versions(tmp_path)
     state = small_fs(mounts, tmp_path / "state", "64m")
     target = tmp_path / "target"
-    first = apply_bundle(apply_options(v1, tmp_path, state_directory=str(state), target_directory=str(target)))
-    assert first.status is ApplyStatus.OK
+    assert apply_to(v1, tmp_path, state, target).status is ApplyStatus.OK
     before = host_view(state, target)
     fill(state, 4 << 20)
 
     with pytest.raises(StateError) as raised:
-        apply_bundle(apply_options(v2, tmp_path, state_directory=str(state), target_directory=str(target)))
+        apply_to(v2, tmp_path, state, target)
 
     assert "not enough space in" in raised.value.message
     assert "executor gc" in (raised.value.hint or "")
@@ -123,15 +128,13 @@ def test_a_disk_that_fills_while_unpacking_leaves_no_half_entry(
     v1, v2 = versions(tmp_path, repo_blob=6 << 20)
     state = small_fs(mounts, tmp_path / "state", "64m")
     target = tmp_path / "target"
-    assert apply_bundle(
-        apply_options(v1, tmp_path, state_directory=str(state), target_directory=str(target))
-    ).status is ApplyStatus.OK
+    assert apply_to(v1, tmp_path, state, target).status is ApplyStatus.OK
     before = host_view(state, target)
     fill(state, 3 << 20)
     monkeypatch.setattr(executor.apply, "_free_bytes", lambda path: 1 << 40)
 
     with pytest.raises(StateError) as raised:
-        apply_bundle(apply_options(v2, tmp_path, state_directory=str(state), target_directory=str(target)))
+        apply_to(v2, tmp_path, state, target)
 
     assert "No space left on device" in raised.value.message
     assert "nothing was applied" in (raised.value.hint or "")
@@ -147,13 +150,11 @@ def test_a_target_disk_that_fills_during_the_run_keeps_the_old_files(
     state = tmp_path / "state"
     # Another file system than the state's: renames stay within the target's.
     target = small_fs(mounts, tmp_path / "target", "16m")
-    assert apply_bundle(
-        apply_options(v1, tmp_path, state_directory=str(state), target_directory=str(target))
-    ).status is ApplyStatus.OK
+    assert apply_to(v1, tmp_path, state, target).status is ApplyStatus.OK
     before = host_view(state, target)
     fill(target, 1 << 20)
 
-    result = apply_bundle(apply_options(v2, tmp_path, state_directory=str(state), target_directory=str(target)))
+    result = apply_to(v2, tmp_path, state, target)
 
     assert result.status is ApplyStatus.FAILED
     assert result.error is not None
@@ -172,7 +173,7 @@ def test_a_target_disk_that_fills_during_the_run_keeps_the_old_files(
     leftovers = [p.name for p in target.rglob("*") if p.name.startswith(".consign")]
     assert leftovers == []
     # With space again, the next apply converges.
-    fixed = apply_bundle(apply_options(v2, tmp_path, state_directory=str(state), target_directory=str(target)))
+    fixed = apply_to(v2, tmp_path, state, target)
     assert fixed.status is ApplyStatus.OK
     assert (target / "work" / "app" / "data.bin").read_bytes() == bytes([2]) * (3 << 20)
 
@@ -181,16 +182,14 @@ def test_a_read_only_state_directory_is_a_clear_error(tmp_path: Path, mounts: li
     v1, v2 = versions(tmp_path)
     state = small_fs(mounts, tmp_path / "state", "64m")
     target = tmp_path / "target"
-    assert apply_bundle(
-        apply_options(v1, tmp_path, state_directory=str(state), target_directory=str(target))
-    ).status is ApplyStatus.OK
+    assert apply_to(v1, tmp_path, state, target).status is ApplyStatus.OK
     before = host_view(state, target)
     remounted = subprocess.run(["mount", "-o", "remount,ro", str(state)], capture_output=True, text=True, check=False)
     if remounted.returncode != 0:
         pytest.skip(f"cannot remount a tmpfs read-only here: {remounted.stderr.strip()}")
 
     with pytest.raises(StateError) as raised:
-        apply_bundle(apply_options(v2, tmp_path, state_directory=str(state), target_directory=str(target)))
+        apply_to(v2, tmp_path, state, target)
 
     assert "Read-only file system" in raised.value.render()
     assert host_view(state, target) == before

@@ -152,6 +152,18 @@ def assert_no_partial_files(tmp_path: Path) -> None:
         assert hashlib.sha256(kept.read_bytes()).hexdigest() == kept.name
 
 
+def assert_failed_and_nothing_applied(tmp_path: Path, state_before: bytes) -> None:
+    """A pull that failed to download: recorded as failed, and the target, the
+    state and the generations as they were, with no partial file."""
+    assert app_conf(tmp_path) == "release 1\n"
+    assert (tmp_path / "state/state.msgpack").read_bytes() == state_before
+    assert os.listdir(tmp_path / "state/generations") == ["1"]
+    assert_no_partial_files(tmp_path)
+    last = audit(tmp_path)[-1]
+    assert (last["kind"], last["result"], last["error"]["code"]) == ("pull", "failed", "fetch-failed")
+    assert status(tmp_path)["last_run"]["result"] == "failed"
+
+
 def test_a_first_pull_downloads_the_bundle_and_applies_it(
     releases: Releases, server: FaultyServer, tmp_path: Path
 ) -> None:
@@ -236,14 +248,8 @@ def test_a_blob_truncated_every_time_fails_cleanly_and_applies_nothing(
     )
     assert len(server.requests_for(blob_path(broken))) == 5
     assert len(delays) == 4
-    # Nothing applied: the target, the state and the generations are as they were.
-    assert app_conf(tmp_path) == "release 1\n"
-    assert (tmp_path / "state/state.msgpack").read_bytes() == before
-    assert os.listdir(tmp_path / "state/generations") == ["1"]
-    assert_no_partial_files(tmp_path)
-    last = audit(tmp_path)[-1]
-    assert (last["kind"], last["result"], last["error"]["code"]) == ("pull", "failed", "fetch-failed")
-    assert last["error"]["message"] == caught.value.message
+    assert_failed_and_nothing_applied(tmp_path, before)
+    assert audit(tmp_path)[-1]["error"]["message"] == caught.value.message
     assert status(tmp_path)["last_run"]["result"] == "failed"
     last_success = status(tmp_path)["last_success"]
     assert (last_success["result"], last_success["bundle"]) == ("ok", releases.first.digest)
@@ -256,7 +262,8 @@ def test_a_blob_trickled_past_the_deadline_fails_and_applies_nothing(
     before = (tmp_path / "state/state.msgpack").read_bytes()
     server.serve(releases.second.published)
     slow = releases.new_in_second()[0]
-    # 8 bytes every 100 ms: the pull's deadline passes long before the end.
+    # 8 bytes every 100 ms: the pull's deadline (3 s, 240 bytes) passes long before the end.
+    assert slow.size > 2 * 8 * 3.0 / 0.1
     server.always(blob_path(slow), Trickle(step=8, interval=0.1))
 
     with pytest.raises(FetchError) as caught:
@@ -264,14 +271,7 @@ def test_a_blob_trickled_past_the_deadline_fails_and_applies_nothing(
 
     assert "the pull's deadline passed" in caught.value.message
     server.wait_idle()
-    # Nothing applied: the target, the state and the generations are as they were.
-    assert app_conf(tmp_path) == "release 1\n"
-    assert (tmp_path / "state/state.msgpack").read_bytes() == before
-    assert os.listdir(tmp_path / "state/generations") == ["1"]
-    assert_no_partial_files(tmp_path)
-    last = audit(tmp_path)[-1]
-    assert (last["kind"], last["result"], last["error"]["code"]) == ("pull", "failed", "fetch-failed")
-    assert status(tmp_path)["last_run"]["result"] == "failed"
+    assert_failed_and_nothing_applied(tmp_path, before)
 
 
 def test_a_failed_download_is_recorded_with_the_pointer_it_followed(
