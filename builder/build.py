@@ -354,7 +354,7 @@ class _Build:
                 for component in [outcome.components.get(root)]
             }
             final = replace(public, roots=tuple(replace(r, tree=trees[r.name]) for r in public.roots))
-            for leak in leaks(final, selection):
+            for leak in leaks(final, selection, hidden):
                 self.errors.append(
                     SecretsError(
                         f"the clear model of host {name!r} would hold the value of {leak}",
@@ -700,10 +700,6 @@ def _plain_entry(name: str, data: bytes) -> BlobEntry:
     return BlobEntry(name, Compression.NONE, len(data), sha256, len(data), sha256)
 
 
-def _model_entry(data: bytes) -> BlobEntry:
-    return _plain_entry("model", data)
-
-
 def _write(
     options: BuildOptions,
     inputs: _Inputs,
@@ -753,7 +749,7 @@ def _write(
                         else hashlib.sha256(target.platform_json).hexdigest()
                     ),
                 ),
-                blobs=(repo_entry, runtime_entry, _model_entry(model_bytes)),
+                blobs=(repo_entry, runtime_entry, _plain_entry("model", model_bytes)),
             )
             blobs = [
                 _bundle.BlobData(path=repo_path),

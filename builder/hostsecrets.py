@@ -40,7 +40,7 @@ from .errors import SecretsError
 from .secrets import (
     SECRETS_FILE,
     SecretsConfig,
-    decrypt_bytes,
+    decrypt_file,
     find_identities,
     parse_secrets,
     secret_files,
@@ -99,14 +99,7 @@ def read_secrets(
         members = config.members if config is not None and not cfg else ()
         # Named as in the repository, not in the build's scratch copy.
         name = f"{ENVIRONMENTS_DIR}/{environment}/{path.name}"
-        try:
-            ciphertext = path.read_bytes()
-        except OSError as error:
-            raise SecretsError(
-                f"cannot read {name}: {error.strerror}",
-                hint="check the file's permissions, or restore it from version control",
-            ) from None
-        plaintext = decrypt_bytes(ciphertext, name, keys, members)
+        plaintext = decrypt_file(path, keys, members, name=name)
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(plaintext).digest())
         if cfg:
             config = parse_secrets(plaintext.decode("utf-8", "replace"), shown)
@@ -153,10 +146,11 @@ def _too_short(value: str, what: str, where: str, errors: list[ConsignError]) ->
     return True
 
 
-def leaks(model: HostModel, selection: HostSecrets) -> list[str]:
-    """What of `selection` the clear `model` still holds (a value that came
-    in through a door split() does not know): by name, never by value."""
-    found = contains_secret(model_to_data(model), selection.values())
+def leaks(model: HostModel, selection: HostSecrets, values: frozenset[str]) -> list[str]:
+    """What of `selection` (whose values() are `values`) the clear `model`
+    still holds (a value that came in through a door split() does not
+    know): by name, never by value."""
+    found = contains_secret(model_to_data(model), values)
     if not found:
         return []
     labels = [f"{root}.{key}" for root, pairs in selection.overrides for key, value in pairs if value in found]

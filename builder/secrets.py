@@ -449,13 +449,20 @@ def secret_name(path: Path) -> str:
 # --- decrypting and encrypting -------------------------------------------
 
 
-def decrypt_file(path: Path, identities: Identities, members: Sequence[str] = ()) -> bytes:
-    """The plaintext of one age file; a clear error when no identity fits."""
+def decrypt_file(
+    path: Path, identities: Identities, members: Sequence[str] = (), name: str | None = None
+) -> bytes:
+    """The plaintext of one age file; a clear error when no identity fits.
+    `name` is how messages call the file [default: its path]."""
+    shown = str(path) if name is None else name
     try:
         ciphertext = path.read_bytes()
     except OSError as error:
-        raise SecretsError(f"cannot read {path}: {error.strerror}") from None
-    return decrypt_bytes(ciphertext, str(path), identities, members)
+        raise SecretsError(
+            f"cannot read {shown}: {error.strerror}",
+            hint="check the file's permissions, or restore it from version control",
+        ) from None
+    return decrypt_bytes(ciphertext, shown, identities, members)
 
 
 def decrypt_bytes(

@@ -101,8 +101,8 @@ def file_texts(content: bytes) -> Iterator[str]:
 
 
 def all_strings(value: Any) -> Iterator[str]:
-    """Every text inside unpacked msgpack data (keys too), for redaction
-    by an executor that does not decode the selection itself."""
+    """Every text inside frozen or unpacked msgpack data (keys too): where
+    contains_secret() looks for secret values."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, bytes):

@@ -66,5 +66,15 @@ def test_any_bytes_in_the_file_give_a_config_or_errors(tmp_path_factory, data: b
     (root / "environments" / "prod").mkdir(parents=True)
     (root / "environments" / "prod" / "environment.cfg").write_bytes(data)
     config, errors = load_environment(root, "prod")
-    assert config is not None or errors
-    assert all(isinstance(e, ConsignError) for e in errors)
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Not text: no config, one error that says so and names the file.
+        assert config is None
+        assert [e.where for e in errors] == ["environments/prod/environment.cfg"]
+        assert "is not UTF-8 text" in errors[0].message
+        return
+    assert config is not None
+    for error in errors:
+        assert isinstance(error, ConsignError)
+        assert error.where is None or error.where.startswith("environments/prod/environment.cfg")
